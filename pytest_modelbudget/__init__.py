@@ -1,0 +1,41 @@
+"""pytest-modelbudget: parameters, bytes, MACs and peak memory of PyTorch models as pytest tests.
+
+Importing this package does not import torch; ``measure`` and the other torch-bound names load
+on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import BudgetExceeded, BudgetFileError, BudgetUsageError, MeasureError, ModelBudgetError
+from .quantities import format_bytes, format_count, parse_quantity
+from .stats import FIGURES, LayerStats, ModelStats
+
+if TYPE_CHECKING:
+    from .engine import measure
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FIGURES",
+    "BudgetExceeded",
+    "BudgetFileError",
+    "BudgetUsageError",
+    "LayerStats",
+    "MeasureError",
+    "ModelBudgetError",
+    "ModelStats",
+    "format_bytes",
+    "format_count",
+    "measure",
+    "parse_quantity",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "measure":
+        from .engine import measure
+
+        return measure
+    raise AttributeError(f"module 'pytest_modelbudget' has no attribute {name!r}")

@@ -1,0 +1,101 @@
+"""``python -m pytest_modelbudget module:factory --input-size 1,3,224,224``: inspect a model
+without writing a test."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from .errors import ModelBudgetError
+from .factories import FactoryError, load_callable
+
+
+def _shape(text: str) -> list[int]:
+    try:
+        shape = [int(part) for part in text.replace("x", ",").split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape such as 1,3,224,224, found {text!r}") from None
+    if not shape or any(dim < 0 for dim in shape):
+        raise argparse.ArgumentTypeError(f"expected a shape such as 1,3,224,224, found {text!r}")
+    return shape
+
+
+def _kwarg(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, found {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_modelbudget",
+        description="Print the parameters, bytes, MACs and FLOPs of a model, per module.",
+    )
+    parser.add_argument("factory", help='import path of a callable returning an nn.Module, "package.module:function"')
+    parser.add_argument(
+        "--input-size",
+        type=_shape,
+        action="append",
+        help="shape of a random input tensor, e.g. 1,3,224,224 (repeat for several inputs)",
+    )
+    parser.add_argument("--inputs", help='import path of a callable returning the inputs, "package.module:function"')
+    parser.add_argument("--dtype", help="dtype of --input-size tensors, e.g. long for token ids, float16")
+    parser.add_argument("--kwarg", type=_kwarg, action="append", default=[], help="factory keyword argument KEY=VALUE (JSON values)")
+    parser.add_argument("--meta", action="store_true", help="build the model on the meta device (no memory for weights)")
+    parser.add_argument("--depth", type=int, default=None, help="deepest module level to show (root is 0)")
+    parser.add_argument("--mode", choices=("inference", "training"), default="inference")
+    parser.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (FactoryError, ModelBudgetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .engine import measure
+    from .render import layer_tree, markdown_table, text_table, totals_lines
+
+    factory = load_callable(args.factory)
+    dtype = None
+    if args.dtype:
+        dtype = getattr(torch, args.dtype, None)
+        if not isinstance(dtype, torch.dtype):
+            raise FactoryError(f"--dtype: {args.dtype!r} is not a torch dtype (try long, float16, bfloat16)")
+    if args.meta:
+        with torch.device("meta"):
+            model = factory(**dict(args.kwarg))
+    else:
+        model = factory(**dict(args.kwarg))
+    inputs = load_callable(args.inputs)() if args.inputs else None
+    input_size = None
+    if args.input_size:
+        input_size = args.input_size[0] if len(args.input_size) == 1 else args.input_size
+    stats = measure(model, inputs, input_size=input_size, dtype=dtype, mode=args.mode)
+
+    if args.format == "json":
+        print(json.dumps(stats.to_dict(), indent=2))
+        return 0
+    headers, rows = layer_tree(stats, args.depth)
+    if args.format == "markdown":
+        print(markdown_table(headers, rows))
+        print()
+        print("\n".join(f"- {line}" for line in totals_lines(stats)))
+        return 0
+    print(text_table(headers, rows, right_align_from=2))
+    print()
+    print("\n".join(totals_lines(stats)))
+    return 0

@@ -1,0 +1,28 @@
+"""Resolving ``"package.module:function"`` strings (model factories, input factories)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+
+class FactoryError(ValueError):
+    """An import path that does not name a callable; the message says which part failed."""
+
+
+def load_callable(path: str) -> Callable[..., Any]:
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise FactoryError(f'expected "package.module:function", found {path!r}')
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise FactoryError(f"cannot import module {module_name!r} of {path!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise FactoryError(f"module {module_name!r} has no attribute {attribute!r} (from {path!r})") from None
+    if not callable(target):
+        raise FactoryError(f"{path!r} is a {type(target).__name__}, not a callable")
+    return target

@@ -1,0 +1,109 @@
+"""Turning what the user gave (a tensor, a tuple, a dict, an ``input_size``) into the positional
+and keyword arguments of one ``forward`` call, checked against its signature."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import torch
+
+from .errors import MeasureError
+
+Shape = Sequence[int]
+
+
+def model_device_and_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where and in what floating dtype the model lives (CPU float32 for a stateless model)."""
+    device = None
+    for tensor in (*model.parameters(), *model.buffers()):
+        device = device or tensor.device
+        if tensor.is_floating_point():
+            return tensor.device, tensor.dtype
+    return device or torch.device("cpu"), torch.get_default_dtype()
+
+
+def _is_shape(value: Any) -> bool:
+    return isinstance(value, (tuple, list, torch.Size)) and all(
+        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in value
+    )
+
+
+def tensors_from_size(
+    input_size: Shape | Sequence[Shape], model: torch.nn.Module, dtype: torch.dtype | None
+) -> tuple[torch.Tensor, ...]:
+    """One tensor per shape, on the model's device, in ``dtype`` or the model's floating dtype.
+
+    Integer dtypes (token ids) are filled with zeros, a valid index for any embedding.
+    """
+    if _is_shape(input_size) and len(input_size) > 0:
+        shapes = [input_size]
+    elif isinstance(input_size, (tuple, list)) and input_size and all(map(_is_shape, input_size)):
+        shapes = list(input_size)
+    else:
+        raise MeasureError(
+            f"input_size must be a shape such as (1, 3, 224, 224) or a list of shapes, "
+            f"found {input_size!r}"
+        )
+    device, model_dtype = model_device_and_dtype(model)
+    dtype = dtype or model_dtype
+    if dtype.is_floating_point or dtype.is_complex:
+        return tuple(torch.randn(*shape, dtype=dtype, device=device) for shape in shapes)
+    return tuple(torch.zeros(*shape, dtype=dtype, device=device) for shape in shapes)
+
+
+def call_arguments(
+    model: torch.nn.Module,
+    inputs: Any,
+    input_size: Any,
+    dtype: torch.dtype | None,
+    kwargs: dict[str, Any] | None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if inputs is not None and input_size is not None:
+        raise MeasureError("give either inputs or input_size, not both")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise MeasureError(f"kwargs must be a dict of keyword arguments, found {type(kwargs).__name__}")
+    args: tuple[Any, ...]
+    keywords: dict[str, Any] = dict(kwargs or {})
+    if input_size is not None:
+        args = tensors_from_size(input_size, model, dtype)
+    elif inputs is None:
+        args = ()
+    elif isinstance(inputs, dict):
+        args, keywords = (), {**inputs, **keywords}
+    elif isinstance(inputs, tuple):
+        args = inputs
+    elif isinstance(inputs, list) and all(isinstance(item, torch.Tensor) for item in inputs):
+        args = tuple(inputs)
+    else:
+        args = (inputs,)
+    _check_signature(model, args, keywords, missing_hint=inputs is None and input_size is None)
+    return args, keywords
+
+
+def _check_signature(
+    model: torch.nn.Module, args: tuple[Any, ...], keywords: dict[str, Any], missing_hint: bool
+) -> None:
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):  # builtins and C extensions: let forward itself complain
+        return
+    try:
+        signature.bind(*args, **keywords)
+    except TypeError as exc:
+        name = type(model).__name__
+        if missing_hint:
+            raise MeasureError(
+                f"{name}.forward{signature} needs inputs: pass inputs=... or "
+                f"input_size=(...) to measure ({exc})"
+            ) from None
+        given = ", ".join([*(_describe(a) for a in args), *(f"{k}={_describe(v)}" for k, v in keywords.items())])
+        raise MeasureError(
+            f"the inputs do not match {name}.forward{signature}: {exc}; given ({given})"
+        ) from None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"Tensor{tuple(value.shape)}"
+    return type(value).__name__

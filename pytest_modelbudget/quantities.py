@@ -1,0 +1,115 @@
+"""Human quantities: "12M" parameters, "48MB" / "46MiB" of memory, "1%" tolerance.
+
+Counts use SI suffixes (K=1e3, M=1e6, G=1e9, T=1e12). Byte sizes need a unit: SI (``KB`` =
+1000 bytes, ``MB`` = 10**6, ...) or binary (``KiB`` = 1024, ``MiB`` = 2**20, ...). A bare ``MB``
+is 10**6 bytes, as on disk labels and in the SI, not 2**20.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Literal
+
+Kind = Literal["count", "bytes"]
+
+COUNT_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+BYTE_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
+
+_NUMBER = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
+
+
+class QuantityError(ValueError):
+    """A quantity that cannot be read; the message says what is expected."""
+
+
+def parse_quantity(value: object, kind: Kind) -> int:
+    """Read ``value`` (an int or a human string) as a whole number of elements or bytes."""
+    if isinstance(value, bool):
+        raise QuantityError(f"expected {_expected(kind)}, found a boolean {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise QuantityError(f"expected a non-negative {kind}, found {value}")
+        return value
+    if isinstance(value, float):
+        if value < 0 or value != value:
+            raise QuantityError(f"expected a non-negative {kind}, found {value}")
+        return round(value)
+    if not isinstance(value, str):
+        raise QuantityError(f"expected {_expected(kind)}, found {type(value).__name__} {value!r}")
+    match = _NUMBER.match(value)
+    if not match:
+        raise QuantityError(f"expected {_expected(kind)}, found {value!r}")
+    number, unit = match.groups()
+    try:
+        amount = Decimal(number.replace("_", ""))
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
+        raise QuantityError(f"expected {_expected(kind)}, found {value!r}") from exc
+    table = COUNT_SUFFIXES if kind == "count" else BYTE_UNITS
+    key = unit.upper()
+    if kind == "bytes" and unit == "":
+        raise QuantityError(
+            f"expected {_expected(kind)}, found {value!r} (a byte size in a string needs a unit)"
+        )
+    if key not in table:
+        raise QuantityError(f"expected {_expected(kind)}, found {value!r} (unknown unit {unit!r})")
+    return int((amount * table[key]).to_integral_value())
+
+
+def parse_percent(value: object) -> float:
+    """Read a tolerance such as ``"1%"`` or ``"0.5%"`` as a fraction (0.01, 0.005)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith("%"):
+            try:
+                percent = float(text[:-1])
+            except ValueError:
+                percent = -1.0
+            if percent >= 0:
+                return percent / 100
+    if isinstance(value, int) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    raise QuantityError(f'expected a percentage such as "1%" or "0.5%", found {value!r}')
+
+
+def _expected(kind: Kind) -> str:
+    if kind == "count":
+        return 'an integer or a count such as "350K", "12M", "1.9G" (K, M, G, T)'
+    return 'an integer number of bytes or a size such as "300MB", "46MiB", "1.5GB"'
+
+
+def format_count(value: int | float) -> str:
+    """``11689512`` -> ``"11.69M"``: three or four significant digits with an SI suffix."""
+    return _format(value, [("T", 10**12), ("G", 10**9), ("M", 10**6), ("K", 10**3)], "")
+
+
+def format_bytes(value: int | float) -> str:
+    """``46827520`` -> ``"46.83MB"`` (SI, as the budget file's ``MB`` reads)."""
+    return _format(value, [("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)], "B")
+
+
+def format_quantity(value: int | float, kind: Kind) -> str:
+    return format_bytes(value) if kind == "bytes" else format_count(value)
+
+
+def _format(value: int | float, steps: list[tuple[str, int]], unit: str) -> str:
+    sign = "-" if value < 0 else ""
+    magnitude = abs(value)
+    for suffix, scale in steps:
+        if magnitude >= scale:
+            return f"{sign}{magnitude / scale:.2f}".rstrip("0").rstrip(".") + suffix
+    return f"{sign}{int(magnitude)}{unit}"
+
+
+def format_percent(fraction: float) -> str:
+    return f"{fraction * 100:+.1f}%"

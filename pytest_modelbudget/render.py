@@ -1,0 +1,86 @@
+"""Plain-text and Markdown tables: the per-layer tree of the CLI and the end-of-run reports."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .quantities import format_bytes, format_count
+from .stats import ModelStats
+
+Row = Sequence[str]
+
+
+def text_table(headers: Row, rows: Sequence[Row], right_align_from: int = 1) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+
+    def line(cells: Row) -> str:
+        parts = [
+            str(cell).ljust(width) if index < right_align_from else str(cell).rjust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths))
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def markdown_table(headers: Row, rows: Sequence[Row]) -> str:
+    def escape(cell: str) -> str:
+        return str(cell).replace("|", "\\|")
+
+    lines = [
+        "| " + " | ".join(map(escape, headers)) + " |",
+        "| " + " | ".join(["---"] + ["---:"] * (len(headers) - 1)) + " |",
+    ]
+    lines += ["| " + " | ".join(map(escape, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def layer_tree(stats: ModelStats, depth: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-module tree, indented by depth, totals last."""
+    with_memory = any(layer.peak_memory is not None for layer in stats.layers.values())
+    headers = ["module", "type", "params", "bytes", "MACs", "FLOPs"] + (["peak memory"] if with_memory else [])
+    rows = []
+    for name, layer in stats.layers.items():
+        level = 0 if name == "" else name.count(".") + 1
+        if depth is not None and level > depth:
+            continue
+        label = "  " * level + (name.rsplit(".", 1)[-1] if name else "(root)")
+        row = [
+            label,
+            layer.type,
+            format_count(layer.params),
+            format_bytes(layer.bytes),
+            format_count(layer.macs),
+            format_count(layer.flops),
+        ]
+        if with_memory:
+            row.append("" if layer.peak_memory is None else format_bytes(layer.peak_memory))
+        rows.append(row)
+    return headers, rows
+
+
+def totals_lines(stats: ModelStats) -> list[str]:
+    lines = [
+        f"params:           {stats.params:,} ({format_count(stats.params)}; "
+        f"trainable {stats.trainable_params:,}, frozen {stats.frozen_params:,})",
+        f"buffer elements:  {stats.buffer_elements:,}",
+        f"bytes:            {stats.bytes:,} ({format_bytes(stats.bytes)})",
+        f"MACs:             {stats.macs:,} ({format_count(stats.macs)})",
+        f"FLOPs:            {stats.flops:,} ({format_count(stats.flops)})",
+    ]
+    if stats.peak_memory is not None:
+        lines.append(
+            f"peak memory:      {stats.peak_memory:,} ({format_bytes(stats.peak_memory)}, {stats.peak_memory_source})"
+        )
+    lines.append(f"mode:             {stats.mode} ({stats.execution} execution)")
+    if stats.shared_params:
+        lines.append("shared:           " + "; ".join(" = ".join(group) for group in stats.shared_params))
+    if stats.unused_params:
+        shown = ", ".join(stats.unused_params[:8])
+        more = f" and {len(stats.unused_params) - 8} more" if len(stats.unused_params) > 8 else ""
+        lines.append(f"unused:           {shown}{more} (counted in params, never read by forward)")
+    if stats.uncounted_ops:
+        lines.append("uncounted ops:    " + ", ".join(f"{op} x{n}" for op, n in stats.uncounted_ops.items()))
+    lines += [f"note:             {note}" for note in stats.notes]
+    return lines

@@ -1,0 +1,100 @@
+"""The figures of a measured model, as plain data: no torch here, so reports and the budget file
+can read and write them without importing it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .quantities import Kind
+
+#: Every figure a budget can limit, with the kind of quantity it is written in.
+FIGURES: dict[str, Kind] = {
+    "params": "count",
+    "trainable_params": "count",
+    "frozen_params": "count",
+    "buffer_elements": "count",
+    "bytes": "bytes",
+    "macs": "count",
+    "flops": "count",
+    "peak_memory": "bytes",
+}
+
+#: Figures that are also recorded per layer (and so can be diffed layer by layer).
+LAYER_FIGURES: tuple[str, ...] = ("params", "bytes", "macs", "flops", "peak_memory")
+
+
+@dataclass
+class LayerStats:
+    """Figures of one module, its children included."""
+
+    type: str
+    params: int = 0
+    bytes: int = 0
+    macs: int = 0
+    flops: int = 0
+    peak_memory: int | None = None
+    calls: int = 0
+
+    def figure(self, name: str) -> int | None:
+        return getattr(self, name, None)
+
+
+@dataclass
+class ModelStats:
+    """Everything :func:`pytest_modelbudget.measure` found out about one step of a model.
+
+    Counts are exact integers. ``layers`` is keyed by qualified module name (root ``""``); a
+    shared module or tensor is attributed to the first name it is reachable under.
+    """
+
+    params: int
+    trainable_params: int
+    frozen_params: int
+    buffer_elements: int
+    bytes: int
+    macs: int
+    flops: int
+    peak_memory: int | None = None
+    peak_memory_source: str | None = None
+    unused_params: list[str] = field(default_factory=list)
+    shared_params: list[list[str]] = field(default_factory=list)
+    uncounted_ops: dict[str, int] = field(default_factory=dict)
+    layers: dict[str, LayerStats] = field(default_factory=dict)
+    mode: str = "inference"
+    #: ``"fake"`` (no arithmetic, no memory) or ``"real"`` (fallback run on the CPU).
+    execution: str = "fake"
+    #: What a reader of the figures should know: fallbacks, approximations applied.
+    notes: list[str] = field(default_factory=list)
+    model_type: str = ""
+
+    def figures(self) -> dict[str, int]:
+        """The figures a budget can limit, those that were measured."""
+        values = {name: getattr(self, name) for name in FIGURES}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: plain ints, strings, lists and dicts."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelStats:
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        values["layers"] = {
+            name: LayerStats(**layer) for name, layer in data.get("layers", {}).items()
+        }
+        return cls(**values)
+
+    def summary(self) -> str:
+        from .quantities import format_bytes, format_count
+
+        parts = [
+            f"params={format_count(self.params)}",
+            f"bytes={format_bytes(self.bytes)}",
+            f"macs={format_count(self.macs)}",
+            f"flops={format_count(self.flops)}",
+        ]
+        if self.peak_memory is not None:
+            parts.append(f"peak_memory={format_bytes(self.peak_memory)} ({self.peak_memory_source})")
+        return " ".join(parts)

@@ -1,0 +1,134 @@
+"""Watches one run of a model at the aten level: which module is running, what each op costs,
+which parameters were read.
+
+Modules are followed with PyTorch's global forward hooks (removed on exit, also when forward
+raises), so nothing is attached to the user's model. Ops are seen by a ``TorchDispatchMode``:
+that is below ``torch.matmul``, ``F.*``, ``einsum`` and ``x @ w``, so functional code in
+``forward`` is counted like modules are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter, defaultdict
+from typing import Any, Iterator
+
+import torch
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .formulas import cost_of, has_formula
+
+# Metadata queries: no work, and decomposing them would recurse (as FlopCounterMode skips them).
+_QUERIES = frozenset(
+    {
+        torch.ops.aten.sym_is_contiguous.default,
+        torch.ops.aten.is_contiguous.default,
+        torch.ops.aten.is_contiguous.memory_format,
+        torch.ops.aten.is_strides_like_format.default,
+        torch.ops.aten.is_non_overlapping_and_dense.default,
+        torch.ops.aten.size.default,
+        torch.ops.aten.sym_size.default,
+        torch.ops.aten.stride.default,
+        torch.ops.aten.sym_stride.default,
+        torch.ops.aten.storage_offset.default,
+        torch.ops.aten.sym_storage_offset.default,
+        torch.ops.aten.numel.default,
+        torch.ops.aten.sym_numel.default,
+        torch.ops.aten.dim.default,
+        torch.ops.prim.layout.default,
+        torch.ops.prim.device.default,
+    }
+)
+
+
+def _tensors(values: Any) -> Iterator[torch.Tensor]:
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            yield from _tensors(value)
+
+
+class OpCounter(TorchDispatchMode):
+    """Prices every aten op and charges it to the module running it."""
+
+    def __init__(self, module_names: dict[int, str], param_names: dict[int, str]) -> None:
+        super().__init__()
+        self._module_names = module_names
+        self._param_names = param_names
+        self._stack: list[str] = []
+        self._not_decomposable: set[Any] = set()
+        self.counting = True
+        self.macs: dict[str, int] = defaultdict(int)
+        self.flops: dict[str, int] = defaultdict(int)
+        self.calls: Counter[str] = Counter()
+        self.params_read: set[str] = set()
+        self.uncounted: Counter[str] = Counter()
+
+    # -- which module is running ---------------------------------------------------------------
+    def _enter_module(self, module: torch.nn.Module, *args: Any) -> None:
+        name = self._module_names.get(id(module))
+        if name is not None:
+            self._stack.append(name)
+            if self.counting:
+                self.calls[name] += 1
+
+    def _leave_module(self, module: torch.nn.Module, *args: Any) -> None:
+        name = self._module_names.get(id(module))
+        if name is not None and self._stack and self._stack[-1] == name:
+            self._stack.pop()
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[OpCounter]:
+        """Follow modules and ops for the duration of the block; leaves no hook behind.
+
+        Not ``__enter__``: the mode re-enters itself (``with self``) to decompose ops, and that
+        must not touch the module hooks or the call stack.
+        """
+        handles = [
+            register_module_forward_pre_hook(self._enter_module),
+            register_module_forward_hook(self._leave_module, always_call=True),
+        ]
+        try:
+            with self:
+                yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._stack.clear()
+
+    # -- what each op costs --------------------------------------------------------------------
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _QUERIES:
+            return func(*args, **kwargs)
+        if self.counting:
+            for tensor in _tensors(args):
+                name = self._param_names.get(id(tensor))
+                if name is not None:
+                    self.params_read.add(name)
+        if func.namespace == "aten" and not has_formula(func) and func not in self._not_decomposable:
+            # Composite ops (linear, einsum, matmul, LSTM cells) are priced by what they run.
+            with self:
+                result = func.decompose(*args, **kwargs)
+            if result is not NotImplemented:
+                return result
+            self._not_decomposable.add(func)
+        out = func(*args, **kwargs)
+        if self.counting:
+            self._charge(func, args, kwargs, out)
+        return out
+
+    def _charge(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        cost = cost_of(func, args, kwargs, out)
+        if cost is None:
+            self.uncounted[str(func._overloadpacket).removeprefix("aten.")] += 1
+            return
+        if cost.macs or cost.flops:
+            # Charged to the innermost module only; parents get it when layers are rolled up
+            # by qualified name, so that a container that is never called (ModuleList) still
+            # includes its children.
+            name = self._stack[-1] if self._stack else ""
+            self.macs[name] += cost.macs
+            self.flops[name] += cost.flops
