@@ -1,0 +1,76 @@
+"""Models declared in ``budgets.toml`` with ``factory = "..."``: one pytest item each, no Python
+test to write. Their node ids are ``budgets.toml::NAME``, so ``-k NAME`` selects one."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .budget_file import Entry
+from .errors import BudgetExceeded, ModelBudgetError
+from .factories import FactoryError, load_callable
+from .session import SESSION_KEY
+
+if TYPE_CHECKING:
+    from .session import BudgetSession
+
+
+class BudgetsFile(pytest.File):
+    def collect(self) -> Any:
+        session: BudgetSession = self.config.stash[SESSION_KEY]
+        for name, entry in session.file.budgets.items():
+            if entry.factory is not None:
+                yield DeclaredModel.from_parent(self, name=name, entry=entry)
+
+
+class DeclaredModel(pytest.Item):
+    def __init__(self, *, entry: Entry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.entry = entry
+
+    def runtest(self) -> None:
+        __tracebackhide__ = True
+        session: BudgetSession = self.config.stash[SESSION_KEY]
+        import torch
+
+        from .engine import measure
+
+        entry = self.entry
+        where = session.line_of(self.name)
+        try:
+            factory = load_callable(entry.factory or "")
+            inputs = load_callable(entry.inputs)() if entry.inputs else None
+        except FactoryError as exc:
+            raise DeclaredModelError(f"{where}: budgets.{self.name}: {exc}") from None
+        dtype = None
+        if entry.dtype is not None:
+            dtype = getattr(torch, entry.dtype, None)
+            if not isinstance(dtype, torch.dtype):
+                raise DeclaredModelError(f"{where}: budgets.{self.name}.dtype: {entry.dtype!r} is not a torch dtype")
+        try:
+            with torch.device("meta") if entry.meta else contextlib.nullcontext():
+                model = factory(**entry.kwargs)
+        except Exception as exc:
+            raise DeclaredModelError(
+                f"{where}: budgets.{self.name}: factory {entry.factory}(**{entry.kwargs!r}) raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            stats = measure(model, inputs, input_size=entry.input_size, dtype=dtype, mode=entry.mode or "inference")
+        except ModelBudgetError as exc:
+            raise DeclaredModelError(f"{where}: budgets.{self.name}: {exc}") from exc
+        session.check(self, stats, name=self.name, marker=None)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, (BudgetExceeded, DeclaredModelError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, f"budget {self.name}"
+
+
+class DeclaredModelError(Exception):
+    """A declared model that could not be built or measured; the message names the entry."""

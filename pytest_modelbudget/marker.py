@@ -1,0 +1,54 @@
+"""``@pytest.mark.budget(...)``: its keyword arguments, read once and checked at collection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import BudgetUsageError
+from .quantities import QuantityError, parse_percent, parse_quantity
+from .stats import FIGURES
+
+OPTIONS = ("tolerance", "name", "mode")
+MODES = ("inference", "training")
+
+
+@dataclass(frozen=True)
+class BudgetMarker:
+    limits: Mapping[str, int] = field(default_factory=dict)
+    tolerance: float | None = None
+    name: str | None = None
+    mode: str | None = None
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> BudgetMarker:
+        """Reject unknown keys and unreadable values, naming what is accepted."""
+        if args:
+            raise BudgetUsageError(
+                f"budget marker takes keyword arguments only (e.g. params=\"12M\"), found positional {args!r}"
+            )
+        limits: dict[str, int] = {}
+        for key, value in kwargs.items():
+            if key in FIGURES:
+                try:
+                    limits[key] = parse_quantity(value, FIGURES[key])
+                except QuantityError as exc:
+                    raise BudgetUsageError(f"budget marker: {key}={value!r}: {exc}") from None
+            elif key not in OPTIONS:
+                raise BudgetUsageError(
+                    f"budget marker: unknown key {key!r}; expected a figure ({', '.join(FIGURES)}) "
+                    f"or an option ({', '.join(OPTIONS)})"
+                )
+        tolerance = kwargs.get("tolerance")
+        if tolerance is not None:
+            try:
+                tolerance = parse_percent(tolerance)
+            except QuantityError as exc:
+                raise BudgetUsageError(f"budget marker: tolerance={kwargs['tolerance']!r}: {exc}") from None
+        mode = kwargs.get("mode")
+        if mode is not None and mode not in MODES:
+            raise BudgetUsageError(f"budget marker: mode={mode!r}; expected one of {', '.join(MODES)}")
+        name = kwargs.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise BudgetUsageError(f"budget marker: name={name!r}; expected a non-empty string")
+        return cls(limits=limits, tolerance=tolerance, name=name, mode=mode)

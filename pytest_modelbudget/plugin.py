@@ -1,0 +1,219 @@
+"""The pytest plugin (entry point ``modelbudget``): options, the ``budget`` marker, the
+``model_budget`` fixture, declared models collected from ``budgets.toml``, and the end-of-run
+baseline update and reports.
+
+Nothing here imports torch: a run with no budget test never pays for it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .fixture import ModelBudget
+    from .session import BudgetSession
+
+MARKER_HELP = (
+    "budget(**limits, tolerance=None, name=None, mode=None): hold the models this test checks "
+    "with the model_budget fixture to these limits, e.g. budget(params=\"12M\", macs=\"1.9G\")"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("modelbudget", "model budgets (pytest-modelbudget)")
+    group.addoption(
+        "--update-budgets",
+        action="store_true",
+        default=False,
+        help="record the figures of the budget tests that ran as their new baselines",
+    )
+    group.addoption(
+        "--prune-budgets",
+        action="store_true",
+        default=False,
+        help="with a full run, remove budget entries whose test no longer exists",
+    )
+    group.addoption("--budgets-file", default=None, metavar="PATH", help="budget file (default: budgets.toml at the rootdir)")
+    group.addoption("--budget-json", default=None, metavar="PATH", help="write every figure and verdict as JSON")
+    group.addoption("--budget-markdown", default=None, metavar="PATH", help="write the summary table as Markdown")
+    parser.addini("modelbudget_file", "budget file, relative to the ini file", default="budgets.toml")
+    parser.addini("modelbudget_tolerance", 'default tolerance above a baseline, e.g. "1%"', default="1%")
+
+
+def _budget_path(config: pytest.Config) -> Path:
+    option = config.getoption("budgets_file")
+    if option:
+        return Path(option).resolve()
+    base = config.inipath.parent if config.inipath else config.rootpath
+    return (base / config.getini("modelbudget_file")).resolve()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    from .budget_file import load_budget_file
+    from .errors import BudgetFileError
+    from .session import SESSION_KEY, BudgetSession, parse_tolerance_option
+
+    path = _budget_path(config)
+    try:
+        budget_file = load_budget_file(path)
+    except BudgetFileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    session = BudgetSession(
+        config=config,
+        path=path,
+        file=budget_file,
+        update=config.getoption("update_budgets"),
+        prune=config.getoption("prune_budgets"),
+        default_tolerance=parse_tolerance_option(config.getini("modelbudget_tolerance"), "ini option modelbudget_tolerance"),
+    )
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "modelbudget-session")
+    if any(entry.factory for entry in budget_file.budgets.values()) and _collects_directories(config):
+        # Declared models live in the budget file, which collecting testpaths would not visit.
+        if path.exists() and str(path) not in config.args:
+            config.args.append(str(path))
+
+
+def _collects_directories(config: pytest.Config) -> bool:
+    """A run over testpaths or directories gets the declared models; one over named test files
+    or node ids does not (``pytest budgets.toml`` runs only them)."""
+    if getattr(config, "args_source", None) != pytest.Config.ArgsSource.ARGS:
+        return True
+    return any(Path(arg.split("::", 1)[0]).is_dir() for arg in config.args)
+
+
+def _session(config: pytest.Config) -> BudgetSession | None:
+    from .session import SESSION_KEY
+
+    return config.stash.get(SESSION_KEY, None)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    session = _session(config)
+    if session is None:
+        return None
+    from .session import torch_version
+
+    budgets = session.file.budgets
+    declared = sum(1 for entry in budgets.values() if entry.factory)
+    shown = session.path.name if not session.path.exists() else os.path.relpath(session.path, config.rootpath)
+    state = "" if session.path.exists() else ", not found: it will be created by --update-budgets"
+    return f"modelbudget: {shown} ({len(budgets)} budgets, {declared} declared models{state}), torch {torch_version()}"
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    session = _session(parent.config)
+    if session is not None and file_path.resolve() == session.path:
+        from .declared import BudgetsFile
+
+        return BudgetsFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    budget_session = _session(config)
+    if budget_session is None:
+        return
+    from .errors import BudgetUsageError
+    from .fixture import MARKER_KEY
+    from .marker import BudgetMarker
+
+    problems = []
+    for item in items:
+        budget_session.collected_ids.add(item.nodeid)
+        budget_session.collected_files.add(item.nodeid.split("::", 1)[0])
+        marker = item.get_closest_marker("budget")
+        if marker is None:
+            continue
+        try:
+            parsed = BudgetMarker.from_kwargs(marker.kwargs, marker.args)
+        except BudgetUsageError as exc:
+            problems.append(f"{item.nodeid}: {exc}")
+            continue
+        item.stash[MARKER_KEY] = parsed
+        if parsed.name:
+            budget_session.marker_names.add(parsed.name)
+    if problems:
+        raise pytest.UsageError("invalid budget marker(s):\n  " + "\n  ".join(problems))
+
+
+@pytest.fixture
+def model_budget(request: pytest.FixtureRequest) -> ModelBudget:
+    """Measure models and hold them to their budget: ``model_budget.check(model, input_size=...)``."""
+    from .fixture import ModelBudget
+
+    session = _session(request.config)
+    assert session is not None
+    return ModelBudget(request.node, session)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    budget_session = _session(config)
+    if budget_session is None or _is_worker(config):
+        return
+    from .writer import update_baselines
+
+    budget_session.stale = budget_session.stale_entries()
+    records = budget_session.records if budget_session.update else {}
+    remove = budget_session.stale if budget_session.prune else []
+    if records or remove:
+        budget_session.written = update_baselines(budget_session.path, records, remove)
+    _write_reports(config, budget_session)
+
+
+def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None:
+    from .reports import json_report, markdown_report, write_text
+    from .session import torch_version
+
+    records = budget_session.records
+    json_path = config.getoption("budget_json")
+    if json_path:
+        write_text(Path(json_path), json_report(records, {"torch": torch_version(), "budgets_file": str(budget_session.path)}))
+    if not records:
+        return
+    markdown = markdown_report(records.values())
+    markdown_path = config.getoption("budget_markdown")
+    if markdown_path:
+        write_text(Path(markdown_path), markdown)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        write_text(Path(step_summary), markdown + "\n", append=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    budget_session = _session(config)
+    if budget_session is None or _is_worker(config):
+        return
+    from .reports import terminal_table, tighten_lines
+
+    records = budget_session.records
+    stale = budget_session.stale
+    if not records and not stale:
+        return
+    terminalreporter.section("model budgets")
+    if records:
+        terminalreporter.write_line(terminal_table(records.values()))
+    for line in tighten_lines(records.values()):
+        terminalreporter.write_line(line)
+    if budget_session.update:
+        terminalreporter.write_line(
+            f"baselines of {len(records)} budget(s) "
+            f"{'written to' if budget_session.written else 'unchanged in'} {budget_session.path}"
+        )
+    if stale:
+        verb = "removed" if budget_session.prune else "no test stands for them"
+        terminalreporter.write_line(f"{len(stale)} stale budget entr{'y' if len(stale) == 1 else 'ies'} ({verb}):")
+        for name in stale:
+            terminalreporter.write_line(f"  {name}")
+        if not budget_session.prune:
+            terminalreporter.write_line("  remove them with pytest --update-budgets --prune-budgets")

@@ -1,0 +1,83 @@
+"""End-of-run reports: the terminal table, ``--budget-json`` and the Markdown table (also sent to
+``$GITHUB_STEP_SUMMARY`` so a pull request shows it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from .quantities import format_percent, format_quantity
+from .render import markdown_table, text_table
+from .stats import FIGURES
+
+SHOWN = ("params", "bytes", "macs", "flops", "peak_memory")
+
+
+def summary_rows(records: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    headers = ["budget", *SHOWN, "% of limit", "vs baseline", "verdict"]
+    rows = []
+    for record in sorted(records, key=lambda r: r["name"]):
+        figures = record["figures"]
+        row = [record["name"]]
+        row += ["-" if figures.get(f) is None else format_quantity(figures[f], FIGURES[f]) for f in SHOWN]
+        row.append(_limit_use(figures, record["limits"]))
+        row.append(_baseline_change(figures, record.get("baseline")))
+        row.append(record["verdict"]["status"])
+        rows.append(row)
+    return headers, rows
+
+
+def _limit_use(figures: dict[str, int], limits: dict[str, int]) -> str:
+    used = [(figures[f] / limit, f) for f, limit in limits.items() if limit and figures.get(f) is not None]
+    if not used:
+        return "-"
+    fraction, figure = max(used)
+    return f"{fraction * 100:.0f}% {figure}"
+
+
+def _baseline_change(figures: dict[str, int], baseline: dict[str, int] | None) -> str:
+    if not baseline:
+        return "new"
+    changes = [
+        ((figures[f] - old) / old, f) for f, old in baseline.items() if old and figures.get(f) is not None
+    ]
+    moved = [change for change in changes if change[0] != 0]
+    if not moved:
+        return "="
+    change, figure = max(moved, key=lambda c: abs(c[0]))
+    return f"{format_percent(change)} {figure}"
+
+
+def terminal_table(records: Iterable[dict[str, Any]]) -> str:
+    headers, rows = summary_rows(records)
+    return text_table(headers, rows)
+
+
+def markdown_report(records: Iterable[dict[str, Any]]) -> str:
+    headers, rows = summary_rows(records)
+    return "### Model budgets\n\n" + markdown_table(headers, rows) + "\n"
+
+
+def tighten_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+    lines = []
+    for record in sorted(records, key=lambda r: r["name"]):
+        for check in record["verdict"]["checks"]:
+            if check["status"] == "tighten":
+                kind = FIGURES[check["figure"]]
+                lines.append(
+                    f"{record['name']}: {check['figure']} fell to {format_quantity(check['value'], kind)} "
+                    f"from a baseline of {format_quantity(check['baseline'], kind)}; "
+                    "run pytest --update-budgets to tighten it"
+                )
+    return lines
+
+
+def json_report(records: dict[str, dict[str, Any]], extra: dict[str, Any]) -> str:
+    return json.dumps({**extra, "budgets": records}, indent=2, sort_keys=True)
+
+
+def write_text(path: Path, text: str, append: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a" if append else "w", encoding="utf-8") as handle:
+        handle.write(text)

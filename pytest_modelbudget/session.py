@@ -1,0 +1,163 @@
+"""The state of one pytest run: the loaded budget file, what each budget test measured, and the
+policy that turns a measurement into pass, fail or a new baseline."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .budget_file import DEFAULT_FIGURES, BudgetFile, Entry, locate
+from .errors import BudgetExceeded, BudgetUsageError
+from .marker import BudgetMarker
+from .quantities import parse_percent
+from .stats import LAYER_FIGURES
+from .verdict import evaluate, failure_message
+
+if TYPE_CHECKING:
+    from .stats import ModelStats
+
+RECORD_KEY = "modelbudget"
+
+
+def torch_version() -> str:
+    # From package metadata: the report header must not import torch.
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return "not installed"
+
+
+@dataclass
+class BudgetSession:
+    config: pytest.Config
+    path: Path
+    file: BudgetFile
+    update: bool
+    prune: bool
+    default_tolerance: float
+    #: name -> record, filled from test reports (so it works the same under pytest-xdist)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    collected_ids: set[str] = field(default_factory=set)
+    collected_files: set[str] = field(default_factory=set)
+    marker_names: set[str] = field(default_factory=set)
+    deselected: int = 0
+    stale: list[str] = field(default_factory=list)
+    written: bool = False
+
+    # -- hooks: this object is registered as a plugin for the run ----------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Under xdist the controller sees every worker's reports here: one place gathers all.
+        if report.when == "call":
+            for key, value in report.user_properties:
+                if key == RECORD_KEY:
+                    self.records[value["name"]] = value
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.deselected += len(items)
+
+    # -- resolving what applies to a test -----------------------------------------------------------
+    def tolerance(self, entry: Entry | None, marker: BudgetMarker | None) -> float:
+        for candidate in (
+            marker.tolerance if marker else None,
+            entry.tolerance if entry else None,
+            self.file.settings.tolerance,
+        ):
+            if candidate is not None:
+                return candidate
+        return self.default_tolerance
+
+    def compared_figures(self) -> tuple[str, ...]:
+        return tuple(self.file.settings.figures or DEFAULT_FIGURES)
+
+    def line_of(self, *loc: str) -> str:
+        text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
+        line = locate(text, ["budgets", *loc])
+        return f"{self.path.name}:{line}" if line else self.path.name
+
+    # -- the policy --------------------------------------------------------------------------------
+    def check(
+        self,
+        item: pytest.Item,
+        stats: ModelStats,
+        *,
+        name: str,
+        marker: BudgetMarker | None,
+    ) -> None:
+        """Compare ``stats`` with limits (marker > file entry) and the baseline; record the result
+        on the test report; raise :class:`BudgetExceeded` on failure."""
+        __tracebackhide__ = True
+        entry = self.file.budgets.get(name)
+        limits = {**(entry.limits.as_dict() if entry else {}), **(dict(marker.limits) if marker else {})}
+        tolerance = self.tolerance(entry, marker)
+        baseline = entry.baseline if entry and entry.baseline and not self.update else None
+        verdict = evaluate(
+            name,
+            stats.figures(),
+            limits,
+            baseline.totals() if baseline else None,
+            tolerance,
+            self.compared_figures(),
+        )
+        layers = {
+            layer_name: {"type": layer.type, **{f: getattr(layer, f) for f in LAYER_FIGURES if getattr(layer, f) is not None}}
+            for layer_name, layer in stats.layers.items()
+        }
+        record = {
+            "name": name,
+            "nodeid": item.nodeid,
+            "figures": stats.figures(),
+            "limits": limits,
+            "baseline": baseline.totals() if baseline else (entry.baseline.totals() if entry and entry.baseline else None),
+            "verdict": verdict.to_dict(),
+            "layers": layers,
+            "mode": stats.mode,
+            "execution": stats.execution,
+            "peak_memory_source": stats.peak_memory_source,
+            "notes": stats.notes,
+        }
+        if any(key == RECORD_KEY and value["name"] == name for key, value in item.user_properties):
+            raise BudgetUsageError(
+                f"{item.nodeid}: budget {name!r} was checked twice in one test; pass name=... to "
+                "model_budget.check() for each model"
+            )
+        item.user_properties.append((RECORD_KEY, record))
+        if verdict.failed:
+            baseline_layers = (
+                {n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()} if baseline else None
+            )
+            raise BudgetExceeded(failure_message(verdict, layers, baseline_layers, self.config.get_verbosity()))
+
+    # -- end of run -----------------------------------------------------------------------------------
+    def stale_entries(self) -> list[str]:
+        """Entries no collected test stands for. Only entries whose file was collected are judged,
+        and names given with ``name=`` only in an unfiltered run."""
+        unfiltered = (
+            self.deselected == 0
+            and not self.config.getoption("keyword", "")
+            and not self.config.getoption("markexpr", "")
+            and getattr(self.config, "args_source", None) != pytest.Config.ArgsSource.ARGS
+        )
+        stale = []
+        for name, entry in self.file.budgets.items():
+            if entry.factory is not None or name in self.records or name in self.collected_ids:
+                continue
+            if name in self.marker_names:
+                continue
+            test_file = name.split("::", 1)[0] if "::" in name else None
+            if (test_file is not None and test_file in self.collected_files) or unfiltered:
+                stale.append(name)
+        return stale
+
+
+SESSION_KEY = pytest.StashKey[BudgetSession]()
+
+
+def parse_tolerance_option(value: str, source: str) -> float:
+    try:
+        return parse_percent(value)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None

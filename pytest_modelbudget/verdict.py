@@ -1,0 +1,198 @@
+"""Comparing measured figures with limits and a baseline, and saying so: the one place that owns
+the pass / fail / can-be-tightened policy and the per-layer diff of a failure."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .quantities import format_percent, format_quantity
+from .render import text_table
+from .stats import FIGURES, LAYER_FIGURES
+
+Status = Literal["ok", "over_limit", "over_baseline", "tighten", "unmeasured"]
+
+
+@dataclass(frozen=True)
+class FigureCheck:
+    figure: str
+    value: int | None
+    limit: int | None
+    baseline: int | None
+    status: Status
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("over_limit", "over_baseline", "unmeasured")
+
+    def line(self, tolerance: float) -> str:
+        kind = FIGURES[self.figure]
+        if self.status == "unmeasured":
+            return f"{self.figure} has a limit of {format_quantity(self.limit or 0, kind)} but was not measured"
+        assert self.value is not None
+        value = format_quantity(self.value, kind)
+        if self.status == "over_limit":
+            assert self.limit is not None
+            return f"{self.figure} {value} > limit {format_quantity(self.limit, kind)} ({_change(self.value, self.limit)})"
+        assert self.baseline is not None
+        relation = ">" if self.status == "over_baseline" else "<"
+        return (
+            f"{self.figure} {value} {relation} baseline {format_quantity(self.baseline, kind)} "
+            f"({_change(self.value, self.baseline)}, tolerance {tolerance * 100:g}%)"
+        )
+
+
+def _change(value: int, reference: int) -> str:
+    delta = value - reference
+    if reference == 0:
+        return f"{delta:+,}"
+    return format_percent(delta / reference)
+
+
+@dataclass
+class Verdict:
+    name: str
+    checks: list[FigureCheck] = field(default_factory=list)
+    tolerance: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return any(check.failed for check in self.checks)
+
+    @property
+    def status(self) -> str:
+        if self.failed:
+            return "failed"
+        if any(check.status == "tighten" for check in self.checks):
+            return "tighten"
+        return "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "tolerance": self.tolerance, "checks": [asdict(c) for c in self.checks]}
+
+
+def evaluate(
+    name: str,
+    figures: dict[str, int],
+    limits: dict[str, int],
+    baseline: dict[str, int] | None,
+    tolerance: float,
+    compared: tuple[str, ...] | list[str],
+) -> Verdict:
+    """Each limited figure against its limit; each compared figure against the baseline."""
+    verdict = Verdict(name=name, tolerance=tolerance)
+    for figure in FIGURES:
+        value = figures.get(figure)
+        limit = limits.get(figure)
+        reference = baseline.get(figure) if baseline and figure in compared else None
+        if limit is None and reference is None:
+            continue
+        if value is None:
+            if limit is not None:
+                verdict.checks.append(FigureCheck(figure, None, limit, reference, "unmeasured"))
+            continue
+        status: Status = "ok"
+        if limit is not None and value > limit:
+            status = "over_limit"
+        elif reference is not None and value > reference * (1 + tolerance):
+            status = "over_baseline"
+        elif reference is not None and value < reference * (1 - tolerance):
+            status = "tighten"
+        verdict.checks.append(FigureCheck(figure, value, limit, reference, status))
+    return verdict
+
+
+# --- the failure message -------------------------------------------------------------------------
+
+MAX_LAYER_ROWS = 15
+
+
+def failure_message(
+    verdict: Verdict,
+    layers: dict[str, dict[str, Any]],
+    baseline_layers: dict[str, dict[str, int]] | None,
+    verbose: int = 0,
+) -> str:
+    failing = [check for check in verdict.checks if check.failed]
+    lines = [f"model budget {verdict.name!r} exceeded:"]
+    lines += [f"  {check.line(verdict.tolerance)}" for check in failing]
+    figures = [c.figure for c in failing if c.figure in LAYER_FIGURES] or ["params", "macs"]
+    limit = None if verbose >= 2 else MAX_LAYER_ROWS
+    if baseline_layers:
+        lines += ["", "per-layer change against the baseline (largest first):"]
+        lines.append(_indent(layer_diff(layers, baseline_layers, figures, limit)))
+    else:
+        lines += ["", f"largest layers by {figures[0]} (no baseline recorded; run pytest --update-budgets):"]
+        lines.append(_indent(largest_layers(layers, figures[0], limit)))
+    return "\n".join(lines)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def layer_diff(
+    layers: dict[str, dict[str, Any]],
+    baseline_layers: dict[str, dict[str, int]],
+    figures: list[str],
+    limit: int | None,
+) -> str:
+    """Layers added, removed, grown and shrunk for ``figures``; largest absolute change first."""
+    rows: list[tuple[int, list[str]]] = []
+    for name in sorted(layers.keys() | baseline_layers.keys()):
+        if name == "":
+            continue
+        now, before = layers.get(name), baseline_layers.get(name)
+        for figure in figures:
+            new = None if now is None else now.get(figure)
+            old = None if before is None else before.get(figure)
+            if new == old or (new is None and old is None):
+                continue
+            kind = FIGURES[figure]
+            if old is None:
+                change, status = new or 0, "added"
+            elif new is None:
+                change, status = -old, "removed"
+            else:
+                change, status = new - old, "grown" if new > old else "shrunk"
+            if change == 0:
+                continue
+            percent = "" if not old else f" ({format_percent((new or 0) / old - 1)})"
+            rows.append(
+                (
+                    abs(change),
+                    [
+                        name,
+                        status,
+                        figure,
+                        "-" if old is None else format_quantity(old, kind),
+                        "-" if new is None else format_quantity(new, kind),
+                        ("+" if change > 0 else "-") + format_quantity(abs(change), kind) + percent,
+                    ],
+                )
+            )
+    if not rows:
+        return "(no layer changed: the growth is in code outside any submodule)"
+    rows.sort(key=lambda row: -row[0])
+    shown = rows if limit is None else rows[:limit]
+    table = text_table(["layer", "", "figure", "baseline", "now", "change"], [r for _, r in shown], right_align_from=3)
+    if len(shown) < len(rows):
+        table += f"\n... {len(rows) - len(shown)} more rows (-vv shows all)"
+    return table
+
+
+def largest_layers(layers: dict[str, dict[str, Any]], figure: str, limit: int | None) -> str:
+    # Leaves only: parents repeat their children's figures.
+    names = [
+        n for n in layers
+        if n and layers[n].get(figure) and not any(other.startswith(n + ".") for other in layers)
+    ]
+    ranked = sorted(names, key=lambda n: -(layers[n].get(figure) or 0))
+    total = layers.get("", {}).get(figure) or 0
+    kind = FIGURES[figure]
+    rows = [
+        [name, layers[name].get("type", ""), format_quantity(layers[name].get(figure) or 0, kind),
+         f"{100 * (layers[name].get(figure) or 0) / total:.1f}%" if total else "-"]
+        for name in ranked[: limit or len(ranked)]
+    ]
+    return text_table(["layer", "type", figure, "share"], rows, right_align_from=2)

@@ -1,0 +1,87 @@
+"""Rewriting baselines in ``budgets.toml`` with tomlkit: comments, order and formatting of
+everything else stay as the user wrote them, only changed values are touched, ``limits`` never,
+and the file is replaced atomically (temporary file + rename) or not at all."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import tomlkit
+from tomlkit.items import Table
+
+from .stats import FIGURES, LAYER_FIGURES
+
+
+def update_baselines(
+    path: Path, records: Mapping[str, Mapping[str, Any]], remove: Iterable[str] = ()
+) -> bool:
+    """Write each record's figures into ``[budgets.NAME.baseline]``; drop the entries in
+    ``remove``. Returns whether the file changed."""
+    old_text = path.read_text(encoding="utf-8") if path.exists() else ""
+    doc = tomlkit.parse(old_text)
+    budgets = doc.get("budgets")
+    if budgets is None:
+        budgets = tomlkit.table(is_super_table=True)
+        doc["budgets"] = budgets
+    for name in remove:
+        if name in budgets:
+            del budgets[name]
+    for name, record in records.items():
+        entry = budgets.get(name)
+        if entry is None:
+            entry = tomlkit.table(is_super_table=True)
+            budgets[name] = entry
+        _write_baseline(entry, record)
+    new_text = tomlkit.dumps(doc)
+    if new_text == old_text:
+        return False
+    _atomic_write(path, new_text)
+    return True
+
+
+def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
+    baseline = entry.get("baseline")
+    if baseline is None:
+        baseline = tomlkit.table()
+        baseline.comment("written by pytest --update-budgets")
+        entry["baseline"] = baseline
+    for figure in FIGURES:
+        value = record["figures"].get(figure)
+        if value is not None and baseline.get(figure) != value:
+            baseline[figure] = value
+    layers = baseline.get("layers")
+    if layers is None:
+        layers = tomlkit.table()
+        baseline["layers"] = layers
+    measured = record.get("layers", {})
+    for name in [n for n in layers if n not in measured]:
+        del layers[name]
+    for name, figures in measured.items():
+        if name == "":
+            continue
+        values = {f: figures[f] for f in LAYER_FIGURES if figures.get(f) is not None}
+        current = layers.get(name)
+        if current is None or dict(current) != values:
+            inline = tomlkit.inline_table()
+            inline.update(values)
+            layers[name] = inline
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            os.chmod(temp, path.stat().st_mode & 0o777)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
