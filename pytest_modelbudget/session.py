@@ -31,7 +31,7 @@ def torch_version() -> str:
         return "not installed"
 
 
-@dataclass
+@dataclass(eq=False)  # registered as a plugin: must stay hashable
 class BudgetSession:
     config: pytest.Config
     path: Path
@@ -133,22 +133,18 @@ class BudgetSession:
 
     # -- end of run -----------------------------------------------------------------------------------
     def stale_entries(self) -> list[str]:
-        """Entries no collected test stands for. Only entries whose file was collected are judged,
-        and names given with ``name=`` only in an unfiltered run."""
-        unfiltered = (
-            self.deselected == 0
-            and not self.config.getoption("keyword", "")
-            and not self.config.getoption("markexpr", "")
-            and getattr(self.config, "args_source", None) != pytest.Config.ArgsSource.ARGS
-        )
+        """Entries keyed by a node id whose test file was collected but whose test was not.
+
+        Entries named with ``name=`` are never judged: which test uses a name is only known when
+        that test runs, and a run over part of the suite must not call the rest stale.
+        """
         stale = []
         for name, entry in self.file.budgets.items():
-            if entry.factory is not None or name in self.records or name in self.collected_ids:
+            if entry.factory is not None or "::" not in name:
                 continue
-            if name in self.marker_names:
+            if name in self.records or name in self.collected_ids or name in self.marker_names:
                 continue
-            test_file = name.split("::", 1)[0] if "::" in name else None
-            if (test_file is not None and test_file in self.collected_files) or unfiltered:
+            if name.split("::", 1)[0] in self.collected_files and self.deselected == 0:
                 stale.append(name)
         return stale
 

@@ -53,6 +53,7 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
         if value is not None and baseline.get(figure) != value:
             baseline[figure] = value
     layers = baseline.get("layers")
+    created = layers is None
     if layers is None:
         layers = tomlkit.table()
         baseline["layers"] = layers
@@ -68,6 +69,8 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
             inline = tomlkit.inline_table()
             inline.update(values)
             layers[name] = inline
+    if created:
+        layers.add(tomlkit.nl())  # a blank line before whatever table follows
 
 
 def _atomic_write(path: Path, text: str) -> None:

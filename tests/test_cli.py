@@ -1,0 +1,50 @@
+"""python -m pytest_modelbudget, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_modelbudget", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_tree_and_totals():
+    result = run_cli("examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--depth", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["module", "type", "params", "bytes", "MACs", "FLOPs"]
+    assert any(line.split()[:3] == ["stage1", "Sequential", "4.67K"] for line in lines)
+    assert not any(line.strip().startswith("0 ") for line in lines)  # depth 1 hides stage1.0
+    assert "params:           15,130" in result.stdout
+
+
+def test_json_output_and_meta_and_kwargs():
+    result = run_cli("examples.models:tiny_cnn", "--kwarg", "width=8", "--meta", "--input-size", "2x3x32x32", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["params"] == 3 * 8 * 9 + 16 + 8 * 16 * 9 + 32 + 16 * 16 * 9 + 64 + 32 * 10 + 10
+    assert data["layers"]["stem.0"]["type"] == "Conv2d"
+
+
+def test_markdown_output_with_an_inputs_factory():
+    result = run_cli("examples.models:transformer_block", "--inputs", "examples.models:block_inputs", "--format", "markdown")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("| module | type | params |")
+
+
+def test_errors_are_one_line_not_a_traceback():
+    result = run_cli("examples.models:nothing_here", "--input-size", "1,3")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: module 'examples.models' has no attribute 'nothing_here' (from 'examples.models:nothing_here')"
+    result = run_cli("examples.models:tiny_cnn")
+    assert result.returncode == 2
+    assert "needs inputs: pass inputs=... or input_size" in result.stderr
+    assert "Traceback" not in result.stderr

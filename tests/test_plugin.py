@@ -1,0 +1,253 @@
+"""The plugin as users run it: whole pytest sessions in a scratch project (pytester)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+MODELS = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+def net(width=8):
+    return Net(width)
+'''
+
+BUDGETS = '''
+# the team's budgets: this comment must survive
+[settings]
+tolerance = "1%"
+
+[budgets.net]   # a declared model
+factory = "mymodels:net"
+kwargs = { width = 8 }
+input_size = [1, 3, 16, 16]
+limits = { params = "1K" }  # reviewed in PR 12
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(mymodels=MODELS)
+    pytester.syspathinsert()
+    pytester.makefile(".toml", budgets=BUDGETS)
+    return pytester
+
+
+def budgets(pytester: pytest.Pytester) -> str:
+    return (pytester.path / "budgets.toml").read_text()
+
+
+def grow_model(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(mymodels=MODELS.replace("self.head = nn.Linear(width, 10)", "self.head = nn.Linear(width, 10)\n        self.extra = nn.Linear(10, 10)").replace("return self.head(", "return self.extra(self.head(").replace("(2, 3)))", "(2, 3))))"))
+
+
+def test_declared_model_passes_and_the_table_is_shown(project):
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*modelbudget: budgets.toml (1 budgets, 1 declared models)*", "*model budgets*", "net *passed*"])
+
+
+def test_update_then_grow_fails_with_a_per_layer_diff(project):
+    project.runpytest("--update-budgets").assert_outcomes(passed=1)
+    text = budgets(project)
+    assert "# the team's budgets: this comment must survive" in text
+    assert 'limits = { params = "1K" }  # reviewed in PR 12' in text
+    assert "[budgets.net.baseline]" in text and "params = 314" in text  # 3*8*9+8 + 8*10+10
+    grow_model(project)
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*params 424 > baseline 314 (+35.0%, tolerance 1%)*",
+            "*per-layer change against the baseline*",
+            "*extra*added*params*-*110*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_update_then_pass_then_a_limit_still_fails(project):
+    grow_model(project)
+    project.makefile(".toml", budgets=BUDGETS.replace('"1K"', '"400"'))
+    result = project.runpytest("--update-budgets")
+    result.assert_outcomes(failed=1)  # limits are enforced even while recording
+    result.stdout.fnmatch_lines(["*params 424 > limit 400 (+6.0%)*"])
+    assert 'limits = { params = "400" }' in budgets(project)
+    assert "params = 424" in budgets(project)
+
+
+def test_in_code_tests_with_the_marker_and_fixture(project):
+    project.makepyfile(
+        test_models='''
+        import pytest
+        from mymodels import Net
+
+        @pytest.mark.budget(params="2K", macs="60K")
+        def test_small(model_budget):
+            stats = model_budget.check(Net(), input_size=(1, 3, 16, 16))
+            assert stats.params == 314
+
+        @pytest.mark.budget(macs="1K")
+        def test_too_many_macs(model_budget):
+            model_budget.check(Net(), input_size=(1, 3, 16, 16))
+
+        def test_measure_only(model_budget):
+            assert model_budget.measure(Net(), input_size=(1, 3, 8, 8)).macs == 8 * 8 * 8 * 27 + 80
+        '''
+    )
+    result = project.runpytest("--strict-markers", "test_models.py")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*macs 55.38K > limit 1K*", "*largest layers by macs*", "*conv*Conv2d*"])
+
+
+def test_k_selects_one_declared_model_and_partial_update_loses_nothing(project):
+    project.makefile(
+        ".toml",
+        budgets=BUDGETS + '\n[budgets.wide]\nfactory = "mymodels:net"\nkwargs = { width = 32 }\ninput_size = [1, 3, 16, 16]\n',
+    )
+    project.runpytest("--update-budgets").assert_outcomes(passed=2)
+    before = budgets(project)
+    result = project.runpytest("--update-budgets", "-k", "wide")
+    result.assert_outcomes(passed=1, deselected=1)
+    assert budgets(project) == before  # nothing changed: the other entry is kept as it was
+    assert "[budgets.net.baseline]" in before and "[budgets.wide.baseline]" in before
+
+
+def test_xdist_update_with_many_tests_loses_nothing(project):
+    pytest.importorskip("xdist")
+    tests = "\n".join(
+        f'''
+def test_width_{w}(model_budget):
+    model_budget.check(Net({w}), input_size=(1, 3, 8, 8))
+'''
+        for w in range(1, 25)
+    )
+    project.makepyfile(test_many="from mymodels import Net\n" + tests)
+    result = project.runpytest("-n", "2", "--update-budgets")
+    result.assert_outcomes(passed=25)
+    text = budgets(project)
+    for w in range(1, 25):
+        assert f'[budgets."test_many.py::test_width_{w}".baseline]' in text
+    assert text.count(".baseline]") == 25
+    project.runpytest("-n", "2").assert_outcomes(passed=25)
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ('limits = { params = "3 apples" }', "*budgets.toml:9: budgets.net.limits.params: expected an integer or a count*found '3 apples'*"),
+        ("limits = { parms = 3 }", "*budgets.toml:9: budgets.net.limits.parms: unknown key 'parms'; expected one of: params*"),
+        ('limits = { peak_memory = "300M" }', "*budgets.net.limits.peak_memory: expected an integer number of bytes*found '300M'*"),
+        ('mode = "eval"', "*budgets.toml:9: budgets.net.mode: Input should be 'inference' or 'training'*"),
+        ("limits = { params = 1K }", "*budgets.toml: not valid TOML: *(at line 9, column *)*"),
+    ],
+)
+def test_a_malformed_file_stops_the_run_and_is_left_byte_identical(project, bad, expected):
+    text = BUDGETS.replace('limits = { params = "1K" }  # reviewed in PR 12', bad)
+    project.makefile(".toml", budgets=text)
+    before = (project.path / "budgets.toml").read_bytes()
+    result = project.runpytest("--update-budgets")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+    assert (project.path / "budgets.toml").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "marker, expected",
+    [
+        ('params="12 lots"', "*test_bad.py::test_bad: budget marker: params='12 lots': expected an integer or a count*"),
+        ('parms="12M"', "*test_bad.py::test_bad: budget marker: unknown key 'parms'; expected a figure (params,*"),
+        ('tolerance=0.5', "*budget marker: tolerance=0.5: expected a percentage*"),
+    ],
+)
+def test_bad_marker_arguments_fail_at_collection_naming_the_test(project, marker, expected):
+    project.makepyfile(test_bad=f"import pytest\n@pytest.mark.budget({marker})\ndef test_bad(model_budget):\n    pass\n")
+    before = (project.path / "budgets.toml").read_bytes()
+    result = project.runpytest("test_bad.py", "--update-budgets")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+    assert (project.path / "budgets.toml").read_bytes() == before
+
+
+def test_json_and_markdown_reports_and_github_step_summary(project, monkeypatch):
+    summary = project.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    project.runpytest("--budget-json", "out/report.json", "--budget-markdown", "report.md").assert_outcomes(passed=1)
+    report = json.loads((project.path / "out" / "report.json").read_text())
+    record = report["budgets"]["net"]
+    assert record["figures"]["params"] == 314
+    assert record["limits"] == {"params": 1000}
+    assert record["verdict"]["status"] == "passed"
+    assert report["torch"]
+    markdown = (project.path / "report.md").read_text()
+    assert "| budget | params |" in markdown and "| net | 314 |" in markdown
+    assert summary.read_text().startswith("### Model budgets")
+
+
+def test_stale_entries_are_listed_and_pruned(project):
+    project.makefile(
+        ".toml",
+        budgets=BUDGETS + '\n# gone\n[budgets."test_old.py::test_removed"]\nlimits = { params = "1M" }\n',
+    )
+    project.makepyfile(test_old="def test_other():\n    pass\n")
+    result = project.runpytest()
+    result.stdout.fnmatch_lines(["*1 stale budget entry*", '*test_old.py::test_removed*'])
+    assert "test_removed" in budgets(project)
+    project.runpytest("--prune-budgets")
+    text = budgets(project)
+    assert "test_removed" not in text
+    assert "# the team's budgets: this comment must survive" in text
+
+
+def test_a_drop_below_the_baseline_passes_and_says_it_can_be_tightened(project):
+    grow_model(project)
+    project.makefile(".toml", budgets=BUDGETS.replace('"1K"', '"2K"'))
+    project.runpytest("--update-budgets").assert_outcomes(passed=1)
+    project.makepyfile(mymodels=MODELS)
+    result = project.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*net: params fell to 314 from a baseline of 424; run pytest --update-budgets to tighten it*"])
+
+
+def test_no_torch_import_in_a_session_without_budget_tests(pytester):
+    pytester.makepyfile(
+        test_plain='''
+        import sys
+
+        def test_plain():
+            assert "torch" not in sys.modules
+        '''
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*modelbudget:*"])  # the plugin was loaded
+
+
+def test_the_plugin_can_be_disabled(project):
+    result = project.runpytest("-p", "no:modelbudget")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_ini_options_apply(project):
+    project.makefile(".toml", custom=BUDGETS.replace("[settings]\ntolerance = \"1%\"\n", ""))
+    (project.path / "budgets.toml").unlink()
+    project.makeini("[pytest]\nmodelbudget_file = custom.toml\nmodelbudget_tolerance = 50%\n")
+    project.runpytest("--update-budgets").assert_outcomes(passed=1)
+    assert "[budgets.net.baseline]" in (project.path / "custom.toml").read_text()
+    grow_model(project)
+    project.runpytest().assert_outcomes(passed=1)  # +35% is inside the ini's 50% tolerance
