@@ -251,3 +251,19 @@ def test_ini_options_apply(project):
     assert "[budgets.net.baseline]" in (project.path / "custom.toml").read_text()
     grow_model(project)
     project.runpytest().assert_outcomes(passed=1)  # +35% is inside the ini's 50% tolerance
+
+
+def test_a_peak_memory_limit_is_not_silently_passed_while_unmeasured(project):
+    project.makepyfile(
+        test_mem='''
+        import pytest
+        from mymodels import Net
+
+        @pytest.mark.budget(peak_memory="300MB")
+        def test_mem(model_budget):
+            model_budget.check(Net(), input_size=(1, 3, 8, 8))
+        '''
+    )
+    result = project.runpytest("test_mem.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*peak_memory has a limit of 300MB but was not measured*"])
