@@ -38,29 +38,35 @@ class DeclaredModel(pytest.Item):
         from .engine import measure
 
         entry = self.entry
-        where = session.line_of(self.name)
+
+        def where(*key: str) -> str:  # read the file only on the error path
+            return session.line_of(self.name, *key)
+
         try:
             factory = load_callable(entry.factory or "")
+        except FactoryError as exc:
+            raise DeclaredModelError(f"{where('factory')}: budgets.{self.name}.factory: {exc}") from None
+        try:
             inputs = load_callable(entry.inputs)() if entry.inputs else None
         except FactoryError as exc:
-            raise DeclaredModelError(f"{where}: budgets.{self.name}: {exc}") from None
+            raise DeclaredModelError(f"{where('inputs')}: budgets.{self.name}.inputs: {exc}") from None
         dtype = None
         if entry.dtype is not None:
             dtype = getattr(torch, entry.dtype, None)
             if not isinstance(dtype, torch.dtype):
-                raise DeclaredModelError(f"{where}: budgets.{self.name}.dtype: {entry.dtype!r} is not a torch dtype")
+                raise DeclaredModelError(f"{where('dtype')}: budgets.{self.name}.dtype: {entry.dtype!r} is not a torch dtype")
         try:
             with torch.device("meta") if entry.meta else contextlib.nullcontext():
                 model = factory(**entry.kwargs)
         except Exception as exc:
             raise DeclaredModelError(
-                f"{where}: budgets.{self.name}: factory {entry.factory}(**{entry.kwargs!r}) raised "
+                f"{where()}: budgets.{self.name}: factory {entry.factory}(**{entry.kwargs!r}) raised "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         try:
             stats = measure(model, inputs, input_size=entry.input_size, dtype=dtype, mode=entry.mode or "inference")
         except ModelBudgetError as exc:
-            raise DeclaredModelError(f"{where}: budgets.{self.name}: {exc}") from exc
+            raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc
         session.check(self, stats, name=self.name, marker=None)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:

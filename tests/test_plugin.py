@@ -267,3 +267,11 @@ def test_a_peak_memory_limit_is_not_silently_passed_while_unmeasured(project):
     result = project.runpytest("test_mem.py")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*peak_memory has a limit of 300MB but was not measured*"])
+
+
+def test_a_declared_model_that_cannot_be_imported_names_the_entry_and_line(project):
+    project.makefile(".toml", budgets=BUDGETS.replace('"mymodels:net"', '"mymodels:missing"'))
+    result = project.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*budgets.toml:6: budgets.net.factory: module 'mymodels' has no attribute 'missing'*"])
+    assert "Traceback" not in result.stdout.str()
