@@ -36,9 +36,6 @@ class LayerStats:
     peak_memory: int | None = None
     calls: int = 0
 
-    def figure(self, name: str) -> int | None:
-        return getattr(self, name, None)
-
 
 @dataclass
 class ModelStats:
