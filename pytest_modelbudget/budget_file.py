@@ -101,6 +101,7 @@ class Entry(_Strict):
     dtype: str | None = None
     meta: bool = False
     mode: Mode | None = None
+    autocast: Literal["float16", "bfloat16"] | None = None
     tolerance: Tolerance | None = None
     limits: Limits = Field(default_factory=Limits)
     baseline: Baseline | None = None
@@ -116,7 +117,16 @@ class Entry(_Strict):
 class Settings(_Strict):
     tolerance: Tolerance | None = None
     figures: list[FigureName] | None = None
+    #: Whose peak memory budgets hold: "cuda" (default: measured where available, else estimated)
+    #: or "cpu".
     device: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError(f"expected 'cuda', 'cuda:N' or 'cpu', found {value!r}")
+        return value
 
 
 class BudgetFile(_Strict):

@@ -35,7 +35,7 @@ def _kwarg(text: str) -> tuple[str, object]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_modelbudget",
-        description="Print the parameters, bytes, MACs and FLOPs of a model, per module.",
+        description="Print the parameters, bytes, MACs, FLOPs and peak memory of a model, per module.",
     )
     parser.add_argument("factory", help='import path of a callable returning an nn.Module, "package.module:function"')
     parser.add_argument(
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--meta", action="store_true", help="build the model on the meta device (no memory for weights)")
     parser.add_argument("--depth", type=int, default=None, help="deepest module level to show (root is 0)")
     parser.add_argument("--mode", choices=("inference", "training"), default="inference")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="device whose peak memory is reported: cuda (default; measured if available, else estimated) or cpu",
+    )
+    parser.add_argument("--autocast", choices=("float16", "bfloat16"), help="run the step under torch.autocast to this dtype")
     parser.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     return parser
 
@@ -84,7 +90,10 @@ def _run(args: argparse.Namespace) -> int:
     input_size = None
     if args.input_size:
         input_size = args.input_size[0] if len(args.input_size) == 1 else args.input_size
-    stats = measure(model, inputs, input_size=input_size, dtype=dtype, mode=args.mode)
+    autocast = getattr(torch, args.autocast) if args.autocast else None
+    stats = measure(
+        model, inputs, input_size=input_size, dtype=dtype, mode=args.mode, device=args.device, autocast=autocast
+    )
 
     if args.format == "json":
         print(json.dumps(stats.to_dict(), indent=2))

@@ -64,7 +64,15 @@ class DeclaredModel(pytest.Item):
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         try:
-            stats = measure(model, inputs, input_size=entry.input_size, dtype=dtype, mode=entry.mode or "inference")
+            stats = measure(
+                model,
+                inputs,
+                input_size=entry.input_size,
+                dtype=dtype,
+                mode=entry.mode or "inference",
+                device=session.file.settings.device,
+                autocast=getattr(torch, entry.autocast) if entry.autocast else None,
+            )
         except ModelBudgetError as exc:
             raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc
         session.check(self, stats, name=self.name, marker=None)

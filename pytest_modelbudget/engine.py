@@ -5,12 +5,16 @@ The model's parameters and buffers are swapped, for the duration of one call, fo
 tensors, ``.grad`` and running statistics are never written. Where fake execution cannot run a
 model (data-dependent control flow, an op with no fake kernel), the step is run for real on copies
 of the buffers, and ``ModelStats.execution`` says so.
+
+The same run estimates peak memory (``memory.py``), making the choices a CUDA device would make
+(``simulation.py``); with CUDA available and the model or ``device`` on it, the step is also run
+once on the device for the exact figure.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Iterator
 
 import torch
@@ -20,10 +24,13 @@ from torch.utils._pytree import tree_flatten, tree_map_only
 
 from .errors import MeasureError
 from .inputs import call_arguments
+from .memory import CUDA_BLOCK, MemoryLedger, allocator_size, deterministic_frees
+from .simulation import CudaAttention, use_foreach
 from .stats import LayerStats, ModelStats
 from .tracking import OpCounter
 
 MODES = ("inference", "training")
+AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def measure(
@@ -37,6 +44,7 @@ def measure(
     device: str | torch.device | None = None,
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
     optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
+    autocast: torch.dtype | None = None,
 ) -> ModelStats:
     """Measure one ``forward`` call of ``model`` (and, with ``mode="training"``, its backward and
     optimizer step) without changing the model.
@@ -45,8 +53,14 @@ def measure(
     ``kwargs`` adds keyword arguments; ``input_size`` builds random tensors of those shapes on the
     model's device (zeros for an integer ``dtype``). ``inference`` runs the model in eval mode
     under ``torch.no_grad()``; ``training`` runs it in train mode and back-propagates
-    ``loss_fn(output)`` (default: the sum of every output tensor). The model's train/eval flags
-    are put back afterwards.
+    ``loss_fn(output)`` (default: the sum of every output tensor), then, given ``optimizer`` (a
+    callable taking the list of trainable tensors), takes one optimizer step. The model's
+    train/eval flags are put back afterwards.
+
+    ``peak_memory`` is measured on CUDA when it is available and the model or ``device`` is on
+    it; otherwise it is estimated for ``device`` (default ``"cuda"``; ``"cpu"`` estimates without
+    the CUDA allocator's rounding and kernel choices). ``autocast`` runs the step under
+    ``torch.autocast`` to that dtype.
     """
     if not isinstance(model, torch.nn.Module):
         raise MeasureError(
@@ -56,9 +70,12 @@ def measure(
         raise MeasureError(f"mode must be one of {', '.join(map(repr, MODES))}, found {mode!r}")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise MeasureError(f"dtype must be a torch.dtype such as torch.float16, found {dtype!r}")
+    if autocast is not None and autocast not in AUTOCAST_DTYPES:
+        raise MeasureError(f"autocast must be torch.float16 or torch.bfloat16, found {autocast!r}")
     args, keywords = call_arguments(model, inputs, input_size, dtype, kwargs)
     tensors = _TensorInventory(model)
-    step = _Step(model, args, keywords, mode, loss_fn, optimizer)
+    target = _MemoryTarget.choose(device, tensors)
+    step = _Step(model, args, keywords, mode, loss_fn, optimizer, autocast, target)
 
     notes: list[str] = []
     name = type(model).__name__
@@ -91,7 +108,52 @@ def measure(
             f"fake execution failed ({type(cause).__name__}: {_first_line(cause)}); "
             "measured with a real run on copies of the buffers"
         )
-    return tensors.stats(model, counter, mode=mode, execution=execution, notes=notes)
+    memory = step.estimate(counter, execution)
+    if target.exact is not None:
+        memory.exact = step.run_cuda(tensors, target.exact)
+    return tensors.stats(model, counter, memory, mode=mode, execution=execution, notes=notes)
+
+
+@dataclass(frozen=True)
+class _MemoryTarget:
+    """The device whose memory is estimated, and the CUDA device to measure on, if any."""
+
+    simulated: str
+    exact: torch.device | None = None
+    unavailable: bool = False
+
+    @property
+    def block(self) -> int:
+        return CUDA_BLOCK if self.simulated == "cuda" else 1
+
+    @classmethod
+    def choose(cls, device: Any, tensors: _TensorInventory) -> _MemoryTarget:
+        if device is None:
+            where = tensors.device
+            if where.type == "cuda" and torch.cuda.is_available():
+                return cls("cuda", where)
+            return cls("cuda")
+        try:
+            where = torch.device(device)
+        except (RuntimeError, TypeError):
+            where = None
+        if where is None or where.type not in ("cpu", "cuda"):
+            raise MeasureError(f"device must be 'cuda', 'cuda:N' or 'cpu', found {device!r}")
+        if where.type == "cpu":
+            return cls("cpu")
+        if torch.cuda.is_available() and not tensors.on_meta:
+            return cls("cuda", where if where.index is not None else torch.device("cuda", torch.cuda.current_device()))
+        return cls("cuda", unavailable=True)
+
+
+@dataclass
+class _Memory:
+    """Peak memory of the step: the estimate, per module too, and the CUDA figure if measured."""
+
+    estimate: int
+    layers: dict[str, int]
+    approximations: list[str] = field(default_factory=list)
+    exact: int | None = None
 
 
 def _first_line(error: BaseException) -> str:
@@ -108,6 +170,17 @@ class _TensorInventory:
         self.all_params = list(model.named_parameters(remove_duplicate=False))
         self.all_buffers = list(model.named_buffers(remove_duplicate=False))
         self.on_meta = any(t.is_meta for t in (*self.params.values(), *self.buffers.values()))
+        first = next(iter((*self.params.values(), *self.buffers.values())), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+
+    def allocated_bytes(self, block: int) -> int:
+        """What the model's own tensors take from an allocator rounding to ``block``: one
+        allocation per unique storage."""
+        storages = {}
+        for tensor in (*self.params.values(), *self.buffers.values()):
+            storage = tensor.untyped_storage()
+            storages[id(storage)] = storage.nbytes()
+        return sum(allocator_size(nbytes, block) for nbytes in storages.values())
 
     def shared_groups(self) -> list[list[str]]:
         names_by_tensor: dict[int, list[str]] = {}
@@ -131,7 +204,14 @@ class _TensorInventory:
         return state, read_names
 
     def stats(
-        self, model: torch.nn.Module, counter: OpCounter, *, mode: str, execution: str, notes: list[str]
+        self,
+        model: torch.nn.Module,
+        counter: OpCounter,
+        memory: _Memory,
+        *,
+        mode: str,
+        execution: str,
+        notes: list[str],
     ) -> ModelStats:
         layers = {
             name: LayerStats(type=type(module).__name__, calls=counter.calls.get(name, 0))
@@ -148,6 +228,11 @@ class _TensorInventory:
             for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
                 layer.macs += counter.macs.get(name, 0)
                 layer.flops += counter.flops.get(name, 0)
+        for name, peak in memory.layers.items():
+            # A container that never ran itself (ModuleList) peaks where its busiest child did.
+            for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
+                layer.peak_memory = max(layer.peak_memory or 0, peak)
+        layers[""].peak_memory = memory.exact if memory.exact is not None else memory.estimate
         params = sum(t.numel() for t in self.params.values())
         trainable = sum(t.numel() for t in self.params.values() if t.requires_grad)
         return ModelStats(
@@ -158,6 +243,10 @@ class _TensorInventory:
             bytes=layers[""].bytes,
             macs=layers[""].macs,
             flops=layers[""].flops,
+            peak_memory=layers[""].peak_memory,
+            peak_memory_source="estimate" if memory.exact is None else "cuda",
+            peak_memory_estimate=memory.estimate,
+            peak_memory_approximations=memory.approximations if memory.exact is None else [],
             unused_params=[name for name in self.params if name not in counter.params_read],
             shared_params=self.shared_groups(),
             uncounted_ops=dict(sorted(counter.uncounted.items())),
@@ -200,6 +289,8 @@ class _Step:
         mode: str,
         loss_fn: Callable[[Any], torch.Tensor] | None,
         optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None,
+        autocast: torch.dtype | None,
+        target: _MemoryTarget,
     ) -> None:
         self.model = model
         self.args = args
@@ -207,7 +298,12 @@ class _Step:
         self.mode = mode
         self.loss_fn = loss_fn
         self.optimizer = optimizer
+        self.autocast = autocast
+        self.target = target
         self.module_names = {id(module): name for name, module in model.named_modules()}
+        self._attention: CudaAttention | None = None
+        self._foreach = False
+        self._estimating = False
 
     def run_fake(self, tensors: _TensorInventory) -> OpCounter:
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -217,8 +313,10 @@ class _Step:
 
         state, read_names = tensors.substitute(to_fake)
         args, keywords = tree_map_only(torch.Tensor, to_fake, (self.args, self.keywords))
-        with fake_mode:
-            return self._run(state, read_names, args, keywords)
+        # The fused kernels only have shape functions off CUDA: choose them on fake tensors only.
+        self._attention = CudaAttention() if self.target.simulated == "cuda" else None
+        with fake_mode, self._attention or contextlib.nullcontext():
+            return self._run(state, read_names, args, keywords, self._ledger())
 
     def run_real(self, tensors: _TensorInventory) -> OpCounter:
         training = self.mode == "training"
@@ -231,20 +329,97 @@ class _Step:
                 return tensor
             return tensor.detach().clone()
 
+        self._attention = None
         state, read_names = tensors.substitute(to_private)
-        return self._run(state, read_names, self.args, self.keywords)
+        return self._run(state, read_names, self.args, self.keywords, self._ledger())
+
+    def run_cuda(self, tensors: _TensorInventory, device: torch.device) -> int:
+        """The step on ``device`` for real: the allocator's peak above what was allocated before
+        it, plus the model's own tensors (``docs/MEMORY.md``)."""
+        cuda = torch.cuda
+        copy_params = self.mode == "training" and self.optimizer is not None
+
+        def to_device(tensor: torch.Tensor) -> torch.Tensor:
+            if isinstance(tensor, torch.nn.Parameter):
+                if tensor.device == device and not copy_params:
+                    # A new leaf on the same storage: no memory, and gradients land on it, not
+                    # on the model's parameter.
+                    return tensor.detach().requires_grad_(tensor.requires_grad)
+                return tensor.detach().to(device, copy=True).requires_grad_(tensor.requires_grad)
+            return tensor.detach().to(device, copy=True)
+
+        state, read_names = tensors.substitute(to_device)
+        cuda.synchronize(device)
+        before = cuda.memory_allocated(device)
+        cuda.reset_peak_memory_stats(device)
+        args, keywords = tree_map_only(
+            torch.Tensor, lambda t: t.to(device, copy=True), (self.args, self.keywords)
+        )
+        self._attention, self._foreach = None, False
+        try:
+            self._run(state, read_names, args, keywords, None)
+        except _ForwardError as error:
+            raise MeasureError(
+                f"{type(self.model).__name__}.forward raised {type(error.error).__name__} on {device}: "
+                f"{_first_line(error.error)}"
+            ) from error.error
+        cuda.synchronize(device)
+        peak = cuda.max_memory_allocated(device) - before
+        del state, args, keywords
+        return peak + tensors.allocated_bytes(CUDA_BLOCK)
+
+    def estimate(self, counter: OpCounter, execution: str) -> _Memory:
+        ledger = counter.ledger
+        assert ledger is not None
+        notes = [
+            f"estimated for {self.target.simulated} from "
+            + ("fake execution" if execution == "fake" else "a real CPU run")
+        ]
+        if self.target.unavailable:
+            notes.append("CUDA was asked for but is not available (or the model is on meta): estimated")
+        if self.target.block > 1:
+            notes.append(f"allocations rounded up to {self.target.block} bytes, as the CUDA caching allocator does")
+        if self._attention is not None:
+            notes.extend(self._attention.approximations())
+        if self._foreach:
+            notes.append("optimizer run with foreach=True, its default on CUDA")
+        if self.autocast is not None:
+            notes.append(f"autocast to {str(self.autocast).removeprefix('torch.')} with the CPU autocast op lists")
+        return _Memory(ledger.peak, dict(ledger.module_peaks), notes)
+
+    def _ledger(self) -> MemoryLedger:
+        return MemoryLedger(self.target.block)
+
+    def _autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=self.autocast)
 
     def _run(
-        self, state: dict[str, torch.Tensor], read_names: dict[int, str], args: Any, keywords: Any
+        self,
+        state: dict[str, torch.Tensor],
+        read_names: dict[int, str],
+        args: Any,
+        keywords: Any,
+        ledger: MemoryLedger | None,
     ) -> OpCounter:
-        counter = OpCounter(self.module_names, read_names)
-        with _train_flags(self.model, self.mode == "training"), counter.watching():
+        counter = OpCounter(self.module_names, read_names, ledger)
+        self._estimating = ledger is not None
+        autocast = self._autocast("cpu" if self._estimating else "cuda")
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_train_flags(self.model, self.mode == "training"))
+            if ledger is not None:
+                stack.enter_context(deterministic_frees())
+                ledger.hold(state.values())
+                ledger.hold(t for t in tree_flatten((args, keywords))[0] if isinstance(t, torch.Tensor))
+                stack.enter_context(counter.watching())
             if self.mode == "inference":
-                with torch.no_grad():
+                with torch.no_grad(), autocast:
                     self._forward(state, args, keywords)
                 return counter
             with torch.enable_grad():
-                output = self._forward(state, args, keywords)
+                with autocast:
+                    output = self._forward(state, args, keywords)
                 counter.counting = False
                 self._backward(output, state)
         return counter
@@ -267,6 +442,8 @@ class _Step:
         if self.optimizer is not None:
             trainable = list({id(t): t for t in state.values() if t.requires_grad}.values())
             opt = self.optimizer(trainable)
+            if self._estimating and self.target.simulated == "cuda":
+                self._foreach = use_foreach(opt) or self._foreach
             opt.step()
 
 

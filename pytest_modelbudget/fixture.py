@@ -42,7 +42,10 @@ class ModelBudget:
         device: Any = None,
         loss_fn: Callable[[Any], Any] | None = None,
         optimizer: Callable[[list[Any]], Any] | None = None,
+        autocast: torch.dtype | None = None,
     ) -> ModelStats:
+        """:func:`pytest_modelbudget.measure`, with ``mode`` from the marker and ``device`` from
+        ``[settings]`` when not given."""
         __tracebackhide__ = True
         from .engine import measure
 
@@ -53,41 +56,27 @@ class ModelBudget:
             dtype=dtype,
             kwargs=kwargs,
             mode=mode or (self._marker.mode if self._marker else None) or "inference",
-            device=device,
+            device=device or self._session.file.settings.device,
             loss_fn=loss_fn,
             optimizer=optimizer,
+            autocast=autocast,
         )
 
-    def check(
-        self,
-        model: torch.nn.Module,
-        inputs: Any = None,
-        *,
-        input_size: Any = None,
-        name: str | None = None,
-        dtype: torch.dtype | None = None,
-        kwargs: dict[str, Any] | None = None,
-        mode: str | None = None,
-        device: Any = None,
-        loss_fn: Callable[[Any], Any] | None = None,
-        optimizer: Callable[[list[Any]], Any] | None = None,
-    ) -> ModelStats:
+    def check(self, model: torch.nn.Module, inputs: Any = None, *, name: str | None = None, **options: Any) -> ModelStats:
+        """Measure (``options`` as for :meth:`measure`) and hold the figures to the marker's
+        limits, the ``budgets.toml`` entry ``name`` (default: the test's node id) and its baseline."""
         __tracebackhide__ = True
         budget_name = name or (self._marker.name if self._marker else None) or self._item.nodeid
         if not isinstance(budget_name, str):
             raise BudgetUsageError(f"model_budget.check(name=...) takes a string, found {name!r}")
         entry = self._session.file.budgets.get(budget_name)
-        mode = mode or (self._marker.mode if self._marker else None) or (entry.mode if entry else None)
-        stats = self.measure(
-            model,
-            inputs,
-            input_size=input_size,
-            dtype=dtype,
-            kwargs=kwargs,
-            mode=mode,
-            device=device,
-            loss_fn=loss_fn,
-            optimizer=optimizer,
-        )
+        if not options.get("mode"):
+            options["mode"] = (self._marker.mode if self._marker else None) or (entry.mode if entry else None)
+        try:
+            stats = self.measure(model, inputs, **options)
+        except TypeError as exc:
+            if "unexpected keyword argument" not in str(exc):
+                raise
+            raise BudgetUsageError(f"model_budget.check(): {exc.args[0].partition('() ')[2]}") from None
         self._session.check(self._item, stats, name=budget_name, marker=self._marker)
         return stats

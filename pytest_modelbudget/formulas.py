@@ -79,20 +79,32 @@ def _attention_macs(batch_heads: int, q_len: int, kv_len: int, qk_dim: int, v_di
     return batch_heads * q_len * kv_len * (qk_dim + v_dim)
 
 
-def _sdpa_cost(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> Cost:
+def _sdpa_cost(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, dropout_p: float = 0.0) -> Cost:
+    # Priced as the math path it replaces, so that every kernel choice gives the same FLOPs:
+    # two matmuls, softmax (5 per score) and, in training, dropout (1 per score).
     *lead, q_len, qk_dim = query.shape
     kv_len, v_dim = key.shape[-2], value.shape[-1]
     macs = _attention_macs(math.prod(lead), q_len, kv_len, qk_dim, v_dim)
-    softmax = 5 * math.prod(lead) * q_len * kv_len
-    return Cost(macs, 2 * macs + softmax)
+    scores = math.prod(lead) * q_len * kv_len
+    return Cost(macs, 2 * macs + 5 * scores + (scores if dropout_p else 0))
 
 
-@register_cost(
-    "_scaled_dot_product_flash_attention_for_cpu",
-    "_scaled_dot_product_fused_attention_overrideable",
+def _fused_attention(dropout_index: int) -> Callable[[tuple, dict, Any], Cost]:
+    def cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+        dropout_p = args[dropout_index] if len(args) > dropout_index else kwargs.get("dropout_p", 0.0)
+        return _sdpa_cost(args[0], args[1], args[2], dropout_p)
+
+    return cost
+
+
+# The fused attention kernels, by where their schema puts dropout_p.
+register_cost("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention")(
+    _fused_attention(3)
 )
-def _sdpa_cpu(args: tuple, kwargs: dict, out: Any) -> Cost:
-    return _sdpa_cost(args[0], args[1], args[2])
+register_cost("_scaled_dot_product_fused_attention_overrideable")(_fused_attention(4))
+register_cost("_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")(
+    _fused_attention(5)
+)
 
 
 def _mha_macs(query: torch.Tensor, key: torch.Tensor, embed_dim: int) -> int:

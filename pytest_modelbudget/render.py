@@ -73,6 +73,9 @@ def totals_lines(stats: ModelStats) -> list[str]:
         lines.append(
             f"peak memory:      {stats.peak_memory:,} ({format_bytes(stats.peak_memory)}, {stats.peak_memory_source})"
         )
+        if stats.peak_memory_source == "cuda" and stats.peak_memory_estimate is not None:
+            lines.append(f"  estimate:       {stats.peak_memory_estimate:,} ({format_bytes(stats.peak_memory_estimate)})")
+        lines += [f"  assumed:        {item}" for item in stats.peak_memory_approximations]
     lines.append(f"mode:             {stats.mode} ({stats.execution} execution)")
     if stats.shared_params:
         lines.append("shared:           " + "; ".join(" = ".join(group) for group in stats.shared_params))

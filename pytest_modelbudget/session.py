@@ -129,7 +129,11 @@ class BudgetSession:
             baseline_layers = (
                 {n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()} if baseline else None
             )
-            raise BudgetExceeded(failure_message(verdict, layers, baseline_layers, self.config.get_verbosity()))
+            raise BudgetExceeded(
+                failure_message(
+                    verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats)
+                )
+            )
 
     # -- end of run -----------------------------------------------------------------------------------
     def stale_entries(self) -> list[str]:
@@ -157,3 +161,12 @@ def parse_tolerance_option(value: str, source: str) -> float:
         return parse_percent(value)
     except ValueError as exc:
         raise pytest.UsageError(f"{source}: {exc}") from None
+
+
+def memory_source(stats: ModelStats) -> str | None:
+    """How ``peak_memory`` was obtained, in words, for a failure message."""
+    if stats.peak_memory_source == "cuda":
+        return "measured on CUDA"
+    if stats.peak_memory_source == "estimate":
+        return "estimate; " + "; ".join(stats.peak_memory_approximations)
+    return None

@@ -52,8 +52,14 @@ class ModelStats:
     bytes: int
     macs: int
     flops: int
+    #: Peak bytes of device memory during the step (``docs/MEMORY.md``), measured or estimated.
     peak_memory: int | None = None
+    #: ``"cuda"`` (measured with the CUDA caching allocator) or ``"estimate"``.
     peak_memory_source: str | None = None
+    #: The estimate, also kept when the figure was measured on CUDA, to compare the two.
+    peak_memory_estimate: int | None = None
+    #: What the estimate assumed or simulated (device, rounding, kernel choices).
+    peak_memory_approximations: list[str] = field(default_factory=list)
     unused_params: list[str] = field(default_factory=list)
     shared_params: list[list[str]] = field(default_factory=list)
     uncounted_ops: dict[str, int] = field(default_factory=dict)

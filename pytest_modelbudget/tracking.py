@@ -1,5 +1,5 @@
 """Watches one run of a model at the aten level: which module is running, what each op costs,
-which parameters were read.
+which parameters were read, and (given a ledger) what each op allocates.
 
 Modules are followed with PyTorch's global forward hooks (removed on exit, also when forward
 raises), so nothing is attached to the user's model. Ops are seen by a ``TorchDispatchMode``:
@@ -18,6 +18,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .formulas import cost_of, has_formula
+from .memory import MemoryLedger
 
 # Metadata queries: no work, and decomposing them would recurse (as FlopCounterMode skips them).
 _QUERIES = frozenset(
@@ -53,8 +54,12 @@ def _tensors(values: Any) -> Iterator[torch.Tensor]:
 class OpCounter(TorchDispatchMode):
     """Prices every aten op and charges it to the module running it."""
 
-    def __init__(self, module_names: dict[int, str], param_names: dict[int, str]) -> None:
+    def __init__(
+        self, module_names: dict[int, str], param_names: dict[int, str], ledger: MemoryLedger | None = None
+    ) -> None:
         super().__init__()
+        #: Follows allocations and frees when the step's memory is estimated.
+        self.ledger = ledger
         self._module_names = module_names
         self._param_names = param_names
         self._stack: list[str] = []
@@ -73,6 +78,9 @@ class OpCounter(TorchDispatchMode):
             self._stack.append(name)
             if self.counting:
                 self.calls[name] += 1
+            if self.ledger is not None:
+                # What is held when a module starts counts towards the peak while it runs.
+                self.ledger.observe((name,))
 
     def _leave_module(self, module: torch.nn.Module, *args: Any) -> None:
         name = self._module_names.get(id(module))
@@ -116,6 +124,8 @@ class OpCounter(TorchDispatchMode):
                 return result
             self._not_decomposable.add(func)
         out = func(*args, **kwargs)
+        if self.ledger is not None:
+            self.ledger.hold_outputs(out, self._stack)
         if self.counting:
             self._charge(func, args, kwargs, out)
         return out

@@ -20,7 +20,7 @@ def test_tree_and_totals():
     result = run_cli("examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--depth", "1")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["module", "type", "params", "bytes", "MACs", "FLOPs"]
+    assert lines[0].split() == ["module", "type", "params", "bytes", "MACs", "FLOPs", "peak", "memory"]
     assert any(line.split()[:3] == ["stage1", "Sequential", "4.67K"] for line in lines)
     assert not any(line.strip().startswith("0 ") for line in lines)  # depth 1 hides stage1.0
     assert "params:           15,130" in result.stdout

@@ -301,14 +301,17 @@ def _same(a: dict, b: dict) -> bool:
     )
 
 
-@pytest.mark.parametrize("mode", ["inference", "training"])
+@pytest.mark.parametrize("mode", ["inference", "training", "adam"])
 def test_measuring_leaves_the_model_exactly_as_it_was(mode):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
     model(torch.randn(2, 3, 8, 8)).sum().backward()  # materialise, give grads
     model[1].eval()  # a mixed train/eval state must survive
     model[0].weight.requires_grad_(False)
     before = _snapshot(model)
-    measure(model, input_size=(2, 3, 8, 8), mode=mode)
+    if mode == "adam":
+        measure(model, input_size=(2, 3, 8, 8), mode="training", optimizer=lambda p: torch.optim.Adam(p, lr=1.0))
+    else:
+        measure(model, input_size=(2, 3, 8, 8), mode=mode)
     assert _same(before, _snapshot(model))
 
 

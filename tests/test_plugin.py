@@ -253,20 +253,32 @@ def test_ini_options_apply(project):
     project.runpytest().assert_outcomes(passed=1)  # +35% is inside the ini's 50% tolerance
 
 
-def test_a_peak_memory_limit_is_not_silently_passed_while_unmeasured(project):
+def test_a_peak_memory_limit_fails_with_the_estimate_and_how_it_was_made(project):
+    # Net at 1x3x8x8, each allocation rounded up to 512 bytes: weights 1024+512+512+512 and the
+    # input 1024 are held; the conv output (2048) and the mean (512) are live together: 6144.
     project.makepyfile(
         test_mem='''
         import pytest
         from mymodels import Net
 
-        @pytest.mark.budget(peak_memory="300MB")
-        def test_mem(model_budget):
+        @pytest.mark.budget(peak_memory="6KB")
+        def test_tight(model_budget):
             model_budget.check(Net(), input_size=(1, 3, 8, 8))
+
+        @pytest.mark.budget(peak_memory="6144B")
+        def test_exact(model_budget):
+            assert model_budget.check(Net(), input_size=(1, 3, 8, 8)).peak_memory == 6144
         '''
     )
     result = project.runpytest("test_mem.py")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*peak_memory has a limit of 300MB but was not measured*"])
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*peak_memory 6.14KB > limit 6KB (+2.4%)*",
+            "*(peak_memory: estimate; estimated for cuda from fake execution; allocations rounded up to 512 bytes*",
+            "*largest layers by peak_memory*",
+        ]
+    )
 
 
 def test_a_declared_model_that_cannot_be_imported_names_the_entry_and_line(project):

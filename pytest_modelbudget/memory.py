@@ -1,0 +1,117 @@
+"""Peak memory of one step, estimated by following every tensor storage from allocation to free.
+
+The estimate needs no device: the step runs on fake (or, as a fallback, real CPU) tensors, and the
+ledger adds a storage's bytes when an op first returns it and subtracts them when the storage is
+garbage collected. Views share their base's storage and in-place ops return a storage already held,
+so neither allocates, as on a GPU. Sizes are rounded as the CUDA caching allocator rounds them
+(``round_size`` in ``c10/cuda/CUDACachingAllocator.cpp``: up to a multiple of 512 bytes), because
+``torch.cuda.max_memory_allocated`` counts the rounded blocks.
+"""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+#: The CUDA caching allocator's smallest block and rounding step (``kMinBlockSize``).
+CUDA_BLOCK = 512
+
+
+def allocator_size(nbytes: int, block: int) -> int:
+    """Bytes an allocation of ``nbytes`` takes from an allocator that rounds up to ``block``
+    (0 stays 0: the CUDA allocator hands out no block for an empty tensor)."""
+    if nbytes <= 0 or block <= 1:
+        return max(nbytes, 0)
+    return -(-nbytes // block) * block
+
+
+def _storage(tensor: torch.Tensor) -> Any:
+    try:
+        return tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        # Sparse, nested and wrapper-subclass tensors have no single storage to follow.
+        return None
+
+
+class MemoryLedger:
+    """Bytes held by live storages during a step: the current total, the peak, and the peak
+    while each module ran."""
+
+    def __init__(self, block: int) -> None:
+        self.block = block
+        self.current = 0
+        self.peak = 0
+        self.module_peaks: dict[str, int] = {}
+        # id(storage) -> (bytes charged, weak reference that un-charges them when it dies)
+        self._held: dict[int, tuple[int, weakref.ref]] = {}
+
+    def hold(self, tensors: Iterable[Any], active: list[str] = ()) -> None:  # type: ignore[assignment]
+        """Charge the storages of ``tensors`` not held yet (an op's outputs, the model's weights)."""
+        grew = False
+        for tensor in tensors:
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = _storage(tensor)
+            if storage is None:
+                continue
+            key = id(storage)
+            size = allocator_size(storage.nbytes(), self.block)
+            held = self._held.get(key)
+            if held is not None:
+                if held[0] == size:
+                    continue
+                # Resized in place (``out=`` arguments, ``resize_``): charge the difference.
+                self.current += size - held[0]
+                self._held[key] = (size, held[1])
+            else:
+                self._held[key] = (size, weakref.ref(storage, self._freer(key)))
+                self.current += size
+            grew = True
+        if grew:
+            self.observe(active)
+
+    def observe(self, active: Iterable[str]) -> None:
+        """Record the current total as a candidate peak, for the step and each running module."""
+        current = self.current
+        if current > self.peak:
+            self.peak = current
+        peaks = self.module_peaks
+        for name in active:
+            if current > peaks.get(name, 0):
+                peaks[name] = current
+
+    def _freer(self, key: int) -> Any:
+        def free(_: weakref.ref) -> None:
+            held = self._held.pop(key, None)
+            if held is not None:
+                self.current -= held[0]
+
+        return free
+
+    def hold_outputs(self, out: Any, active: list[str]) -> None:
+        if isinstance(out, torch.Tensor):
+            self.hold((out,), active)
+        elif isinstance(out, (tuple, list)):
+            self.hold(tree_leaves(out), active)
+
+
+@contextmanager
+def deterministic_frees() -> Iterator[None]:
+    """Free by reference counting only, while the step runs.
+
+    A garbage collection in the middle of a step frees cyclic garbage at a moment that depends on
+    what else the process allocated; without it the same step gives the same peak every time.
+    """
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
