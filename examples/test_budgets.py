@@ -1,6 +1,7 @@
 """Budgets checked in code: the marker holds the limits, the fixture measures."""
 
 import pytest
+import torch
 
 from examples.models import TinyCNN, TransformerBlock
 
@@ -10,9 +11,12 @@ def test_tiny_cnn(model_budget):
     model_budget.check(TinyCNN(width=16), input_size=(1, 3, 32, 32))
 
 
-@pytest.mark.budget(name="cnn_training", mode="training")
+@pytest.mark.budget(name="cnn_training", mode="training", peak_memory="3MB")
 def test_tiny_cnn_training(model_budget):
-    stats = model_budget.check(TinyCNN(width=16), input_size=(8, 3, 32, 32))
+    # One training step with AdamW: activations, gradients and the optimizer's state.
+    stats = model_budget.check(
+        TinyCNN(width=16), input_size=(8, 3, 32, 32), optimizer=lambda params: torch.optim.AdamW(params)
+    )
     assert stats.unused_params == []
 
 
