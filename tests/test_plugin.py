@@ -155,6 +155,7 @@ def test_width_{w}(model_budget):
         ('limits = { peak_memory = "300M" }', "*budgets.net.limits.peak_memory: expected an integer number of bytes*found '300M'*"),
         ('mode = "eval"', "*budgets.toml:9: budgets.net.mode: Input should be 'inference' or 'training'*"),
         ("limits = { params = 1K }", "*budgets.toml: not valid TOML: *(at line 9, column *)*"),
+        ('autocast = "fp8"', "*budgets.toml:9: budgets.net.autocast: Input should be 'float16' or 'bfloat16'*"),
     ],
 )
 def test_a_malformed_file_stops_the_run_and_is_left_byte_identical(project, bad, expected):
@@ -251,6 +252,32 @@ def test_ini_options_apply(project):
     assert "[budgets.net.baseline]" in (project.path / "custom.toml").read_text()
     grow_model(project)
     project.runpytest().assert_outcomes(passed=1)  # +35% is inside the ini's 50% tolerance
+
+
+def test_a_bad_settings_device_names_its_line(project):
+    project.makefile(".toml", budgets=BUDGETS.replace('tolerance = "1%"', 'tolerance = "1%"\ndevice = "tpu"'))
+    result = project.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*budgets.toml:4: settings.device: expected 'cuda', 'cuda:N' or 'cpu', found 'tpu'*"])
+
+
+def test_settings_device_cpu_reaches_the_fixture_and_an_unknown_option_is_named(project):
+    project.makefile(".toml", budgets=BUDGETS.replace('tolerance = "1%"', 'tolerance = "1%"\ndevice = "cpu"'))
+    project.makepyfile(
+        test_dev='''
+        from mymodels import Net
+
+        def test_cpu(model_budget):
+            stats = model_budget.check(Net(), input_size=(1, 3, 8, 8))
+            assert stats.peak_memory_approximations == ["estimated for cpu from fake execution"]
+
+        def test_typo(model_budget):
+            model_budget.check(Net(), input_size=(1, 3, 8, 8), optimiser=None)
+        '''
+    )
+    result = project.runpytest("test_dev.py")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*BudgetUsageError: model_budget.check(): got an unexpected keyword argument 'optimiser'*"])
 
 
 def test_a_peak_memory_limit_fails_with_the_estimate_and_how_it_was_made(project):
