@@ -306,6 +306,13 @@ class _Step:
         self._estimating = False
 
     def run_fake(self, tensors: _TensorInventory) -> OpCounter:
+        if tensors.on_meta:
+            try:
+                return self._run_meta(tensors)
+            except MeasureError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. CPU tensors made in forward: fake tensors cope
+                pass
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
 
         def to_fake(tensor: torch.Tensor) -> torch.Tensor:
@@ -316,6 +323,23 @@ class _Step:
         # The fused kernels only have shape functions off CUDA: choose them on fake tensors only.
         self._attention = CudaAttention() if self.target.simulated == "cuda" else None
         with fake_mode, self._attention or contextlib.nullcontext():
+            return self._run(state, read_names, args, keywords, self._ledger())
+
+    def _run_meta(self, tensors: _TensorInventory) -> OpCounter:
+        """A model on the meta device is already shape-only: run it as it is, on aliases of its
+        tensors (so that gradients do not land on it), without the cost of fake tensors."""
+
+        def alias(tensor: torch.Tensor) -> torch.Tensor:
+            if isinstance(tensor, torch.nn.Parameter):
+                return tensor.detach().requires_grad_(tensor.requires_grad)
+            return tensor.detach()
+
+        state, read_names = tensors.substitute(alias)
+        args, keywords = tree_map_only(
+            torch.Tensor, lambda t: t if t.is_meta else t.to("meta"), (self.args, self.keywords)
+        )
+        self._attention = CudaAttention() if self.target.simulated == "cuda" else None
+        with self._attention or contextlib.nullcontext():
             return self._run(state, read_names, args, keywords, self._ledger())
 
     def run_real(self, tensors: _TensorInventory) -> OpCounter:

@@ -106,8 +106,9 @@ def deterministic_frees() -> Iterator[None]:
 
     A garbage collection in the middle of a step frees cyclic garbage at a moment that depends on
     what else the process allocated; without it the same step gives the same peak every time.
+    (No collection beforehand: garbage from before the step holds no storage the ledger follows,
+    and a full collection would cost more than the whole measurement of a ResNet.)
     """
-    gc.collect()
     enabled = gc.isenabled()
     gc.disable()
     try:
