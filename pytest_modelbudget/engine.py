@@ -306,7 +306,9 @@ class _Step:
         self._estimating = False
 
     def run_fake(self, tensors: _TensorInventory) -> OpCounter:
-        if tensors.on_meta:
+        # Autocast has no meta dispatch key: under autocast, meta tensors become fake CPU ones.
+        meta_as_cpu = tensors.on_meta and self.autocast is not None
+        if tensors.on_meta and not meta_as_cpu:
             try:
                 return self._run_meta(tensors)
             except MeasureError:
@@ -316,6 +318,9 @@ class _Step:
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
 
         def to_fake(tensor: torch.Tensor) -> torch.Tensor:
+            if meta_as_cpu and tensor.is_meta:
+                fake = fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, tensor, torch.device("cpu"))
+                return fake.requires_grad_(tensor.requires_grad) if tensor.requires_grad else fake
             return fake_mode.from_tensor(tensor, static_shapes=True)
 
         state, read_names = tensors.substitute(to_fake)

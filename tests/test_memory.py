@@ -215,6 +215,11 @@ def test_autocast_halves_the_activations():
     assert half.peak_memory < 0.75 * full.peak_memory
     assert "autocast to bfloat16 with the CPU autocast op lists" in half.peak_memory_approximations
     assert half.macs == full.macs
+    # The same model on the meta device (autocast has no meta kernels: it runs as fake CPU).
+    with torch.device("meta"):
+        on_meta = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(4)])
+    meta_half = measure(on_meta, torch.empty(8192, 1024, device="meta"), mode="training", autocast=torch.bfloat16)
+    assert meta_half.peak_memory == half.peak_memory
 
 
 def test_bad_device_and_autocast():
