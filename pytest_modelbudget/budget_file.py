@@ -6,13 +6,13 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from .errors import BudgetFileError
 from .quantities import QuantityError, parse_percent, parse_quantity
-from .stats import FIGURES
+from .stats import FIGURES, LAYER_FIGURES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,12 +37,8 @@ def _percent(value: Any) -> float:
         raise ValueError(str(exc)) from None
 
 
-Count = _quantity("count")
-Bytes = _quantity("bytes")
 Tolerance = Annotated[float, BeforeValidator(_percent)]
-FigureName = Literal[
-    "params", "trainable_params", "frozen_params", "buffer_elements", "bytes", "macs", "flops", "peak_memory"
-]
+FigureName = Literal[tuple(FIGURES)]  # type: ignore[valid-type]
 Mode = Literal["inference", "training"]
 
 
@@ -50,45 +46,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Limits(_Strict):
-    """Ceilings written by people; ``--update-budgets`` never rewrites them."""
+def _figure_fields(names: Any, annotation: Any) -> dict[str, Any]:
+    """One optional field per figure, so that the schema follows ``stats.FIGURES``."""
+    return {name: (Optional[annotation(name)], None) for name in names}
 
-    params: Count | None = None
-    trainable_params: Count | None = None
-    frozen_params: Count | None = None
-    buffer_elements: Count | None = None
-    bytes: Bytes | None = None
-    macs: Count | None = None
-    flops: Count | None = None
-    peak_memory: Bytes | None = None
+
+class _Limits(_Strict):
+    """Ceilings written by people; ``--update-budgets`` never rewrites them."""
 
     def as_dict(self) -> dict[str, int]:
         return {name: value for name, value in self.model_dump().items() if value is not None}
 
 
-class LayerBaseline(_Strict):
-    params: int | None = None
-    bytes: int | None = None
-    macs: int | None = None
-    flops: int | None = None
-    peak_memory: int | None = None
+#: A limit is an integer or a human quantity of the figure's kind ("12M", "300MB").
+Limits = create_model(
+    "Limits", __base__=_Limits, **_figure_fields(FIGURES, lambda name: _quantity(FIGURES[name]))
+)
+
+LayerBaseline = create_model("LayerBaseline", __base__=_Strict, **_figure_fields(LAYER_FIGURES, lambda _: int))
 
 
-class Baseline(_Strict):
+class _Baseline(_Strict):
     """Figures recorded by ``--update-budgets``: totals, then one inline table per layer."""
 
-    params: int | None = None
-    trainable_params: int | None = None
-    frozen_params: int | None = None
-    buffer_elements: int | None = None
-    bytes: int | None = None
-    macs: int | None = None
-    flops: int | None = None
-    peak_memory: int | None = None
-    layers: dict[str, LayerBaseline] = Field(default_factory=dict)
+    layers: dict[str, LayerBaseline] = Field(default_factory=dict)  # type: ignore[valid-type]
 
     def totals(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in FIGURES if getattr(self, name) is not None}
+
+
+Baseline = create_model("Baseline", __base__=_Baseline, **_figure_fields(FIGURES, lambda _: int))
 
 
 class Entry(_Strict):
