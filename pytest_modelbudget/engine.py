@@ -325,10 +325,8 @@ class _Step:
 
         state, read_names = tensors.substitute(to_fake)
         args, keywords = tree_map_only(torch.Tensor, to_fake, (self.args, self.keywords))
-        # The fused kernels only have shape functions off CUDA: choose them on fake tensors only.
-        self._attention = CudaAttention() if self.target.simulated == "cuda" else None
-        with fake_mode, self._attention or contextlib.nullcontext():
-            return self._run(state, read_names, args, keywords, self._ledger())
+        with fake_mode:
+            return self._estimate_run(state, read_names, args, keywords, shapes_only=True)
 
     def _run_meta(self, tensors: _TensorInventory) -> OpCounter:
         """A model on the meta device is already shape-only: run it as it is, on aliases of its
@@ -343,9 +341,7 @@ class _Step:
         args, keywords = tree_map_only(
             torch.Tensor, lambda t: t if t.is_meta else t.to("meta"), (self.args, self.keywords)
         )
-        self._attention = CudaAttention() if self.target.simulated == "cuda" else None
-        with self._attention or contextlib.nullcontext():
-            return self._run(state, read_names, args, keywords, self._ledger())
+        return self._estimate_run(state, read_names, args, keywords, shapes_only=True)
 
     def run_real(self, tensors: _TensorInventory) -> OpCounter:
         training = self.mode == "training"
@@ -358,9 +354,8 @@ class _Step:
                 return tensor
             return tensor.detach().clone()
 
-        self._attention = None
         state, read_names = tensors.substitute(to_private)
-        return self._run(state, read_names, self.args, self.keywords, self._ledger())
+        return self._estimate_run(state, read_names, self.args, self.keywords, shapes_only=False)
 
     def run_cuda(self, tensors: _TensorInventory, device: torch.device) -> int:
         """The step on ``device`` for real: the allocator's peak above what was allocated before
@@ -384,7 +379,6 @@ class _Step:
         args, keywords = tree_map_only(
             torch.Tensor, lambda t: t.to(device, copy=True), (self.args, self.keywords)
         )
-        self._attention, self._foreach = None, False
         try:
             self._run(state, read_names, args, keywords, None)
         except _ForwardError as error:
@@ -416,8 +410,15 @@ class _Step:
             notes.append(f"autocast to {str(self.autocast).removeprefix('torch.')} with the CPU autocast op lists")
         return _Memory(ledger.peak, dict(ledger.module_peaks), notes)
 
-    def _ledger(self) -> MemoryLedger:
-        return MemoryLedger(self.target.block)
+    def _estimate_run(
+        self, state: dict[str, torch.Tensor], read_names: dict[int, str], args: Any, keywords: Any, shapes_only: bool
+    ) -> OpCounter:
+        """The step with its memory followed by a ledger. The fused attention kernels have shape
+        functions everywhere but real kernels only on CUDA: CUDA's choice is made only when no
+        real arithmetic is done."""
+        self._attention = CudaAttention() if shapes_only and self.target.simulated == "cuda" else None
+        with self._attention or contextlib.nullcontext():
+            return self._run(state, read_names, args, keywords, MemoryLedger(self.target.block))
 
     def _autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
         if self.autocast is None:

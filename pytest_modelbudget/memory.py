@@ -50,7 +50,7 @@ class MemoryLedger:
         # id(storage) -> (bytes charged, weak reference that un-charges them when it dies)
         self._held: dict[int, tuple[int, weakref.ref]] = {}
 
-    def hold(self, tensors: Iterable[Any], active: list[str] = ()) -> None:  # type: ignore[assignment]
+    def hold(self, tensors: Iterable[Any], active: Iterable[str] = ()) -> None:
         """Charge the storages of ``tensors`` not held yet (an op's outputs, the model's weights)."""
         grew = False
         for tensor in tensors:
@@ -93,7 +93,7 @@ class MemoryLedger:
 
         return free
 
-    def hold_outputs(self, out: Any, active: list[str]) -> None:
+    def hold_outputs(self, out: Any, active: Iterable[str]) -> None:
         if isinstance(out, torch.Tensor):
             self.hold((out,), active)
         elif isinstance(out, (tuple, list)):
