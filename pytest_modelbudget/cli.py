@@ -73,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from .engine import measure
-    from .render import layer_tree, markdown_table, text_table, totals_lines
+    from .gate.render import layer_tree, markdown_table, text_table, totals_lines
 
     factory = load_callable(args.factory)
     dtype = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .quantities import format_bytes, format_count
-from .stats import ModelStats
+from ..quantities import format_bytes, format_count
+from ..stats import ModelStats
 
 Row = Sequence[str]
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import MeasureError
+from ..errors import MeasureError
 
 Shape = Sequence[int]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from .quantities import format_percent, format_quantity
+from ..quantities import format_percent, format_quantity
 from .render import text_table
-from .stats import FIGURES, LAYER_FIGURES
+from ..stats import FIGURES, LAYER_FIGURES
 
 Status = Literal["ok", "over_limit", "over_baseline", "tighten", "unmeasured"]
 

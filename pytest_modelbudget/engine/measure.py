@@ -22,11 +22,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.func import functional_call
 from torch.utils._pytree import tree_flatten, tree_map_only
 
-from .errors import MeasureError
+from ..errors import MeasureError
 from .inputs import call_arguments
 from .memory import CUDA_BLOCK, MemoryLedger, allocator_size, deterministic_frees
 from .simulation import CudaAttention, use_foreach
-from .stats import LayerStats, ModelStats
+from ..stats import LayerStats, ModelStats
 from .tracking import OpCounter
 
 MODES = ("inference", "training")

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 import tomlkit
 from tomlkit.items import Table
 
-from .stats import FIGURES, LAYER_FIGURES
+from ..stats import FIGURES, LAYER_FIGURES
 
 
 def update_baselines(

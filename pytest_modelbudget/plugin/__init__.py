@@ -54,8 +54,8 @@ def _budget_path(config: pytest.Config) -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    from .budget_file import load_budget_file
-    from .errors import BudgetFileError
+    from ..budgets.schema import load_budget_file
+    from ..errors import BudgetFileError
     from .session import SESSION_KEY, BudgetSession, parse_tolerance_option
 
     path = _budget_path(config)
@@ -119,7 +119,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     budget_session = _session(config)
     if budget_session is None:
         return
-    from .errors import BudgetUsageError
+    from ..errors import BudgetUsageError
     from .fixture import MARKER_KEY
     from .marker import BudgetMarker
 
@@ -161,7 +161,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     budget_session = _session(config)
     if budget_session is None or _is_worker(config):
         return
-    from .writer import update_baselines
+    from ..budgets.writer import update_baselines
 
     budget_session.stale = budget_session.stale_entries()
     records = budget_session.records if budget_session.update else {}
@@ -172,7 +172,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None:
-    from .reports import json_report, markdown_report, write_text
+    from ..gate.reports import json_report, markdown_report, write_text
     from .session import torch_version
 
     records = budget_session.records
@@ -194,7 +194,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     budget_session = _session(config)
     if budget_session is None or _is_worker(config):
         return
-    from .reports import terminal_table, tighten_lines
+    from ..gate.reports import terminal_table, tighten_lines
 
     records = budget_session.records
     stale = budget_session.stale

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from .quantities import format_percent, format_quantity
+from ..quantities import format_percent, format_quantity
 from .render import markdown_table, text_table
-from .stats import FIGURES
+from ..stats import FIGURES
 
 SHOWN = ("params", "bytes", "macs", "flops", "peak_memory")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import BudgetUsageError
-from .quantities import QuantityError, parse_percent, parse_quantity
-from .stats import FIGURES
+from ..errors import BudgetUsageError
+from ..quantities import QuantityError, parse_percent, parse_quantity
+from ..stats import FIGURES
 
 OPTIONS = ("tolerance", "name", "mode")
 MODES = ("inference", "training")

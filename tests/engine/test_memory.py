@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from pytest_modelbudget import MeasureError, measure
-from pytest_modelbudget.simulation import attention_kernel
+from pytest_modelbudget.engine.simulation import attention_kernel
 
 from .reference_models import ResNet50
 

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .budget_file import DEFAULT_FIGURES, BudgetFile, Entry, locate
-from .errors import BudgetExceeded, BudgetUsageError
+from ..budgets.schema import DEFAULT_FIGURES, BudgetFile, Entry, locate
+from ..errors import BudgetExceeded, BudgetUsageError
 from .marker import BudgetMarker
-from .quantities import parse_percent
-from .stats import LAYER_FIGURES
-from .verdict import evaluate, failure_message
+from ..quantities import parse_percent
+from ..stats import LAYER_FIGURES
+from ..gate.verdict import evaluate, failure_message
 
 if TYPE_CHECKING:
-    from .stats import ModelStats
+    from ..stats import ModelStats
 
 RECORD_KEY = "modelbudget"
 

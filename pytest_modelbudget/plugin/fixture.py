@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
-from .errors import BudgetUsageError
+from ..errors import BudgetUsageError
 from .marker import BudgetMarker
 
 if TYPE_CHECKING:
     import torch
 
     from .session import BudgetSession
-    from .stats import ModelStats
+    from ..stats import ModelStats
 
 MARKER_KEY = pytest.StashKey[BudgetMarker]()
 
@@ -47,7 +47,7 @@ class ModelBudget:
         """:func:`pytest_modelbudget.measure`, with ``mode`` from the marker and ``device`` from
         ``[settings]`` when not given."""
         __tracebackhide__ = True
-        from .engine import measure
+        from ..engine import measure
 
         return measure(
             model,

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .budget_file import Entry
-from .errors import BudgetExceeded, ModelBudgetError
-from .factories import FactoryError, load_callable
+from ..budgets.schema import Entry
+from ..errors import BudgetExceeded, ModelBudgetError
+from ..factories import FactoryError, load_callable
 from .session import SESSION_KEY
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class DeclaredModel(pytest.Item):
         session: BudgetSession = self.config.stash[SESSION_KEY]
         import torch
 
-        from .engine import measure
+        from ..engine import measure
 
         entry = self.entry
 

@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from .errors import BudgetFileError
-from .quantities import QuantityError, parse_percent, parse_quantity
-from .stats import FIGURES, LAYER_FIGURES
+from ..errors import BudgetFileError
+from ..quantities import QuantityError, parse_percent, parse_quantity
+from ..stats import FIGURES, LAYER_FIGURES
 
 if sys.version_info >= (3, 11):
     import tomllib

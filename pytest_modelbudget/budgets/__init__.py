@@ -1,0 +1,1 @@
+"""The budget file, ``budgets.toml``: its schema and loading, and rewriting its baselines."""

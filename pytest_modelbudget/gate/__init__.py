@@ -1,0 +1,1 @@
+"""The gate: figures compared with limits and a baseline, and said so."""
