@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import weakref
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import torch
@@ -116,3 +117,14 @@ def deterministic_frees() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+@dataclass
+class StepMemory:
+    """Peak memory of the step: the estimate, per module too, how it was approximated, and the
+    CUDA figure if one was measured."""
+
+    estimate: int
+    layers: dict[str, int]
+    approximations: list[str] = field(default_factory=list)
+    exact: int | None = None

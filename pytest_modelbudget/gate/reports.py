@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..quantities import format_percent, format_quantity
-from .render import markdown_table, text_table
 from ..stats import FIGURES
+from .render import markdown_table, text_table
 
 SHOWN = ("params", "bytes", "macs", "flops", "peak_memory")
 

@@ -1,8 +1,10 @@
-"""The pytest plugin (entry point ``modelbudget``): options, the ``budget`` marker, the
-``model_budget`` fixture, declared models collected from ``budgets.toml``, and the end-of-run
-baseline update and reports.
+"""The pytest plugin (entry point ``modelbudget``, this module): its hooks and the
+``model_budget`` fixture. The pieces sit beside it: ``options.py``, ``marker.py`` (the ``budget``
+marker), ``fixture.py``, ``declared.py`` (models declared in ``budgets.toml``) and ``session.py``
+(one run's state and policy). It uses the budget file (``budgets/``), the gate (``gate/``) and,
+only when a budget test runs, the engine.
 
-Nothing here imports torch: a run with no budget test never pays for it.
+Nothing here imports torch at import time: a run with no budget test never pays for it.
 """
 
 from __future__ import annotations
@@ -13,52 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .options import MARKER_HELP, add_options, budget_path
+
 if TYPE_CHECKING:
     from .fixture import ModelBudget
     from .session import BudgetSession
 
-MARKER_HELP = (
-    "budget(**limits, tolerance=None, name=None, mode=None): hold the models this test checks "
-    "with the model_budget fixture to these limits, e.g. budget(params=\"12M\", macs=\"1.9G\")"
-)
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("modelbudget", "model budgets (pytest-modelbudget)")
-    group.addoption(
-        "--update-budgets",
-        action="store_true",
-        default=False,
-        help="record the figures of the budget tests that ran as their new baselines",
-    )
-    group.addoption(
-        "--prune-budgets",
-        action="store_true",
-        default=False,
-        help="with a full run, remove budget entries whose test no longer exists",
-    )
-    group.addoption("--budgets-file", default=None, metavar="PATH", help="budget file (default: budgets.toml at the rootdir)")
-    group.addoption("--budget-json", default=None, metavar="PATH", help="write every figure and verdict as JSON")
-    group.addoption("--budget-markdown", default=None, metavar="PATH", help="write the summary table as Markdown")
-    parser.addini("modelbudget_file", "budget file, relative to the ini file", default="budgets.toml")
-    parser.addini("modelbudget_tolerance", 'default tolerance above a baseline, e.g. "1%"', default="1%")
-
-
-def _budget_path(config: pytest.Config) -> Path:
-    option = config.getoption("budgets_file")
-    if option:
-        return Path(option).resolve()
-    base = config.inipath.parent if config.inipath else config.rootpath
-    return (base / config.getini("modelbudget_file")).resolve()
+    add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    from ..budgets.schema import load_budget_file
+    from ..budgets.loader import load_budget_file
     from ..errors import BudgetFileError
     from .session import SESSION_KEY, BudgetSession, parse_tolerance_option
 
-    path = _budget_path(config)
+    path = budget_path(config)
     try:
         budget_file = load_budget_file(path)
     except BudgetFileError as exc:

@@ -12,8 +12,8 @@ from .marker import BudgetMarker
 if TYPE_CHECKING:
     import torch
 
-    from .session import BudgetSession
     from ..stats import ModelStats
+    from .session import BudgetSession
 
 MARKER_KEY = pytest.StashKey[BudgetMarker]()
 

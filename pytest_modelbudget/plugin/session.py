@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..budgets.schema import DEFAULT_FIGURES, BudgetFile, Entry, locate
+from ..budgets.loader import locate
+from ..budgets.schema import DEFAULT_FIGURES, BudgetFile, Entry
 from ..errors import BudgetExceeded, BudgetUsageError
-from .marker import BudgetMarker
+from ..gate.verdict import evaluate, failure_message
 from ..quantities import parse_percent
 from ..stats import LAYER_FIGURES
-from ..gate.verdict import evaluate, failure_message
+from .marker import BudgetMarker
 
 if TYPE_CHECKING:
     from ..stats import ModelStats

@@ -1,0 +1,28 @@
+"""Matmul-like ops: PyTorch's own ``torch.utils.flop_counter`` formulas (MACs = its FLOPs / 2,
+the convention of torchvision's ``_ops`` and fvcore), and the fused ops it does not know."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch.utils import flop_counter
+
+from .table import COSTS, Cost, Formula, aten, register_cost
+
+
+def _from_torch(formula: Callable) -> Formula:
+    def cost(args: tuple, kwargs: dict, out: Any) -> Cost:
+        flops = int(formula(*args, **kwargs, out_val=out))
+        return Cost(flops // 2, flops)
+
+    return cost
+
+
+for _packet, _formula in flop_counter.flop_registry.items():
+    COSTS[_packet] = _from_torch(_formula)
+
+
+@register_cost("_addmm_activation")
+def _addmm_activation(args: tuple, kwargs: dict, out: Any) -> Cost:
+    matmul = COSTS[aten.addmm](args[:3], {}, out)
+    return Cost(matmul.macs, matmul.flops + out.numel())

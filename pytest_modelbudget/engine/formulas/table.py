@@ -1,0 +1,105 @@
+"""The one table every figure comes from: aten op -> formula -> multiply-accumulates and FLOPs.
+
+The formulas live beside this module, one family per module (matmul, attention, recurrent,
+elementwise, data movement), each registering into ``COSTS`` or ``FREE_OPS`` when imported by
+``formulas/__init__.py``. ``cost_of`` is the one lookup: a registered formula, else free (views,
+copies, factories), else the pointwise rule. An op that does arithmetic and matches no rule
+returns ``None`` and is reported as uncounted, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import torch
+
+aten = torch.ops.aten
+
+Formula = Callable[[tuple, dict, Any], "Cost"]
+
+
+class Cost(NamedTuple):
+    macs: int
+    flops: int
+
+
+FREE = Cost(0, 0)
+
+#: op packet -> formula(args, kwargs, out) -> Cost.
+COSTS: dict[Any, Formula] = {}
+
+#: Ops that move, select or create data without arithmetic a user would count.
+FREE_OPS: set[Any] = set()
+
+
+def register_cost(*targets: Any) -> Callable[[Formula], Formula]:
+    def register(formula: Formula) -> Formula:
+        for target in targets:
+            if hasattr(aten, target):
+                COSTS[getattr(aten, target)] = formula
+        return formula
+
+    return register
+
+
+def register_free(*targets: str) -> None:
+    FREE_OPS.update(getattr(aten, target) for target in targets if hasattr(aten, target))
+
+
+def numel(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel()
+    if isinstance(value, (tuple, list)):
+        return sum(numel(item) for item in value)
+    return 0
+
+
+def first_numel(value: Any) -> int:
+    if isinstance(value, (tuple, list)):
+        return first_numel(value[0]) if value else 0
+    return numel(value)
+
+
+_POINTWISE = torch.Tag.pointwise
+
+
+def _functional_form(func: Any) -> Any:
+    """``aten.hardswish_`` -> ``aten.hardswish``: an in-place op costs what its functional form
+    does (many in-place overloads carry no ``pointwise`` tag)."""
+    name = func._overloadpacket.__name__
+    if name.endswith("_") and not name.endswith("__"):
+        functional = getattr(aten, name[:-1], None)
+        if functional is not None:
+            return functional
+    return None
+
+
+def cost_of(func: Any, args: tuple, kwargs: dict, out: Any) -> Cost | None:
+    """What one call of ``func`` cost, or ``None`` if it did arithmetic no rule prices."""
+    packet = func._overloadpacket
+    formula = COSTS.get(packet)
+    if formula is not None:
+        return formula(args, kwargs, out)
+    if packet in FREE_OPS or func.is_view or func.namespace == "prim":
+        return FREE
+    if _POINTWISE in func.tags:
+        return Cost(0, first_numel(out))
+    functional = _functional_form(func)
+    if functional is not None:
+        if functional in COSTS:
+            return COSTS[functional](args, kwargs, out)
+        if functional in FREE_OPS or functional.__name__ in _VIEW_NAMES:
+            return FREE
+        overloads = [getattr(functional, o) for o in functional.overloads()]
+        if any(_POINTWISE in overload.tags for overload in overloads):
+            return Cost(0, first_numel(out))
+    return None
+
+
+# In-place forms of view ops (as_strided_, squeeze_, t_) only restride: free.
+_VIEW_NAMES = frozenset({"as_strided", "squeeze", "unsqueeze", "t", "transpose", "swapdims", "detach"})
+
+
+def has_formula(func: Any) -> bool:
+    """Ops priced as a whole: not decomposed into smaller ops before counting."""
+    return func._overloadpacket in COSTS

@@ -1,0 +1,129 @@
+"""The model's own tensors: each unique parameter and buffer under its first (canonical) name, the
+stand-ins a run puts in their place, and the per-layer totals of ``ModelStats`` built from them."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+
+from ..stats import LayerStats, ModelStats
+from .memory import StepMemory, allocator_size
+from .tracking import OpCounter
+
+
+class TensorInventory:
+    """The model's unique parameters and buffers, each under its first (canonical) name."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.params = dict(model.named_parameters(remove_duplicate=True))
+        self.buffers = dict(model.named_buffers(remove_duplicate=True))
+        self.all_params = list(model.named_parameters(remove_duplicate=False))
+        self.all_buffers = list(model.named_buffers(remove_duplicate=False))
+        self.on_meta = any(t.is_meta for t in (*self.params.values(), *self.buffers.values()))
+        first = next(iter((*self.params.values(), *self.buffers.values())), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+
+    def allocated_bytes(self, block: int) -> int:
+        """What the model's own tensors take from an allocator rounding to ``block``: one
+        allocation per unique storage."""
+        storages = {}
+        for tensor in (*self.params.values(), *self.buffers.values()):
+            storage = tensor.untyped_storage()
+            storages[id(storage)] = storage.nbytes()
+        return sum(allocator_size(nbytes, block) for nbytes in storages.values())
+
+    def shared_groups(self) -> list[list[str]]:
+        names_by_tensor: dict[int, list[str]] = {}
+        for name, tensor in self.all_params:
+            names_by_tensor.setdefault(id(tensor), []).append(name)
+        return [names for names in names_by_tensor.values() if len(names) > 1]
+
+    def substitute(self, convert: Callable[[torch.Tensor], torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[int, str]]:
+        """Every name (tied ones included) mapped to a converted tensor, converted once per
+        unique tensor; and the converted parameters' ids mapped to their canonical names."""
+        converted: dict[int, torch.Tensor] = {}
+        canonical = {id(t): name for name, t in self.params.items()}
+        state: dict[str, torch.Tensor] = {}
+        read_names: dict[int, str] = {}
+        for name, tensor in [*self.all_params, *self.all_buffers]:
+            if id(tensor) not in converted:
+                converted[id(tensor)] = convert(tensor)
+                if id(tensor) in canonical:
+                    read_names[id(converted[id(tensor)])] = canonical[id(tensor)]
+            state[name] = converted[id(tensor)]
+        return state, read_names
+
+    def stats(
+        self,
+        model: torch.nn.Module,
+        counter: OpCounter,
+        memory: StepMemory,
+        *,
+        mode: str,
+        execution: str,
+        notes: list[str],
+    ) -> ModelStats:
+        layers = {
+            name: LayerStats(type=type(module).__name__, calls=counter.calls.get(name, 0))
+            for name, module in model.named_modules(remove_duplicate=True)
+        }
+        layers[""].calls = max(layers[""].calls, 1)
+        for name, tensor in [*self.params.items(), *self.buffers.items()]:
+            is_param = name in self.params
+            for layer in _ancestors(layers, name):
+                layer.bytes += tensor_bytes(tensor)
+                if is_param:
+                    layer.params += tensor.numel()
+        for name in counter.macs.keys() | counter.flops.keys():
+            for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
+                layer.macs += counter.macs.get(name, 0)
+                layer.flops += counter.flops.get(name, 0)
+        for name, peak in memory.layers.items():
+            # A container that never ran itself (ModuleList) peaks where its busiest child did.
+            for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
+                layer.peak_memory = max(layer.peak_memory or 0, peak)
+        layers[""].peak_memory = memory.exact if memory.exact is not None else memory.estimate
+        params = sum(t.numel() for t in self.params.values())
+        trainable = sum(t.numel() for t in self.params.values() if t.requires_grad)
+        return ModelStats(
+            params=params,
+            trainable_params=trainable,
+            frozen_params=params - trainable,
+            buffer_elements=sum(t.numel() for t in self.buffers.values()),
+            bytes=layers[""].bytes,
+            macs=layers[""].macs,
+            flops=layers[""].flops,
+            peak_memory=layers[""].peak_memory,
+            peak_memory_source="estimate" if memory.exact is None else "cuda",
+            peak_memory_estimate=memory.estimate,
+            peak_memory_approximations=memory.approximations if memory.exact is None else [],
+            unused_params=[name for name in self.params if name not in counter.params_read],
+            shared_params=self.shared_groups(),
+            uncounted_ops=dict(sorted(counter.uncounted.items())),
+            layers=layers,
+            mode=mode,
+            execution=execution,
+            notes=notes,
+            model_type=type(model).__name__,
+        )
+
+
+def _ancestors(layers: dict[str, LayerStats], name: str) -> Iterator[LayerStats]:
+    """The layers that contain ``name`` (a tensor's or, with a trailing dot, a module's)."""
+    parts = name.split(".")
+    for end in range(len(parts)):
+        layer = layers.get(".".join(parts[:end]))
+        if layer is not None:
+            yield layer
+
+
+_SUB_BYTE_BITS = {getattr(torch, f"{kind}{bits}"): bits for kind in ("uint", "int") for bits in range(1, 8) if hasattr(torch, f"{kind}{bits}")}
+
+
+def tensor_bytes(tensor: torch.Tensor) -> int:
+    """Storage a tensor needs at its dtype: packed and sub-byte dtypes by their real width."""
+    bits = _SUB_BYTE_BITS.get(tensor.dtype)
+    if bits is not None:
+        return (tensor.numel() * bits + 7) // 8
+    return tensor.numel() * tensor.element_size()

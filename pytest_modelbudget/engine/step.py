@@ -1,0 +1,171 @@
+"""One step of the model: ``forward`` (and for training, backward and the optimizer step) on the
+tensors a runner put in place of the model's own, watched op by op.
+
+The runners (``runners/``) decide what those tensors are (fake, meta, private real copies, CUDA
+copies); the step is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.func import functional_call
+from torch.utils._pytree import tree_flatten
+
+from ..errors import MeasureError
+from .loss import default_loss, describe_output
+from .memory import MemoryLedger, StepMemory, deterministic_frees
+from .simulation import CudaAttention, use_foreach
+from .target import MemoryTarget
+from .tracking import OpCounter
+
+
+class ForwardError(Exception):
+    """Wraps an exception raised by the model's forward so it can be told from ours."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+@dataclass
+class Watched:
+    """What a watched run of the step left: the op counter (with its memory ledger) and the CUDA
+    choices the simulation made."""
+
+    counter: OpCounter
+    approximations: list[str]
+
+
+class Step:
+    """One forward (and for training, backward and optimizer step) of the model."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: tuple[Any, ...],
+        keywords: dict[str, Any],
+        mode: str,
+        loss_fn: Callable[[Any], torch.Tensor] | None,
+        optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None,
+        autocast: torch.dtype | None,
+        target: MemoryTarget,
+    ) -> None:
+        self.model = model
+        self.args = args
+        self.keywords = keywords
+        self.mode = mode
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.autocast = autocast
+        self.target = target
+        self.module_names = {id(module): name for name, module in model.named_modules()}
+
+    def watched(
+        self, state: dict[str, torch.Tensor], read_names: dict[int, str], args: Any, keywords: Any, shapes_only: bool
+    ) -> Watched:
+        """The step with its ops priced and its memory followed by a ledger. The fused attention
+        kernels have shape functions everywhere but real kernels only on CUDA: CUDA's choices are
+        made only when no real arithmetic is done."""
+        on_cuda = self.target.simulated == "cuda"
+        attention = CudaAttention() if shapes_only and on_cuda else None
+        with attention or contextlib.nullcontext():
+            counter, foreach = self.run(state, read_names, args, keywords, MemoryLedger(self.target.block), on_cuda)
+        approximations = attention.approximations() if attention is not None else []
+        if foreach:
+            approximations.append("optimizer run with foreach=True, its default on CUDA")
+        return Watched(counter, approximations)
+
+    def memory(self, watched: Watched, execution: str) -> StepMemory:
+        ledger = watched.counter.ledger
+        assert ledger is not None
+        notes = [
+            f"estimated for {self.target.simulated} from "
+            + ("fake execution" if execution == "fake" else "a real CPU run")
+        ]
+        if self.target.unavailable:
+            notes.append("CUDA was asked for but is not available (or the model is on meta): estimated")
+        if self.target.block > 1:
+            notes.append(f"allocations rounded up to {self.target.block} bytes, as the CUDA caching allocator does")
+        notes.extend(watched.approximations)
+        if self.autocast is not None:
+            notes.append(f"autocast to {str(self.autocast).removeprefix('torch.')} with the CPU autocast op lists")
+        return StepMemory(ledger.peak, dict(ledger.module_peaks), notes)
+
+    def run(
+        self,
+        state: dict[str, torch.Tensor],
+        read_names: dict[int, str],
+        args: Any,
+        keywords: Any,
+        ledger: MemoryLedger | None,
+        foreach_as_cuda: bool = False,
+    ) -> tuple[OpCounter, bool]:
+        """Run the step; returns its counter and whether the optimizer was switched to foreach."""
+        counter = OpCounter(self.module_names, read_names, ledger)
+        estimating = ledger is not None
+        autocast = self._autocast("cpu" if estimating else "cuda")
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_train_flags(self.model, self.mode == "training"))
+            if ledger is not None:
+                stack.enter_context(deterministic_frees())
+                ledger.hold(state.values())
+                ledger.hold(t for t in tree_flatten((args, keywords))[0] if isinstance(t, torch.Tensor))
+                stack.enter_context(counter.watching())
+            if self.mode == "inference":
+                with torch.no_grad(), autocast:
+                    self._forward(state, args, keywords)
+                return counter, False
+            with torch.enable_grad():
+                with autocast:
+                    output = self._forward(state, args, keywords)
+                counter.counting = False
+                foreach = self._backward(output, state, foreach_as_cuda)
+        return counter, foreach
+
+    def _autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=self.autocast)
+
+    def _forward(self, state: dict[str, torch.Tensor], args: Any, keywords: Any) -> Any:
+        try:
+            return functional_call(self.model, state, tuple(args), dict(keywords), tie_weights=True, strict=False)
+        except MeasureError:
+            raise
+        except Exception as error:
+            raise ForwardError(error) from error
+
+    def _backward(self, output: Any, state: dict[str, torch.Tensor], foreach_as_cuda: bool) -> bool:
+        loss = self.loss_fn(output) if self.loss_fn is not None else default_loss(output)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise MeasureError(f"loss_fn must return a scalar tensor, found {describe_output(loss)}")
+        if not loss.requires_grad:
+            raise MeasureError("the loss does not depend on any trainable parameter: nothing to back-propagate")
+        loss.backward()
+        if self.optimizer is None:
+            return False
+        trainable = list({id(t): t for t in state.values() if t.requires_grad}.values())
+        opt = self.optimizer(trainable)
+        foreach = foreach_as_cuda and use_foreach(opt)
+        opt.step()
+        return foreach
+
+
+@contextlib.contextmanager
+def _train_flags(model: torch.nn.Module, training: bool) -> Iterator[None]:
+    saved = [(module, module.training) for module in model.modules()]
+    try:
+        model.train(training)
+        yield
+    finally:
+        for module, flag in saved:
+            module.training = flag
