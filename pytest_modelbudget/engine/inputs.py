@@ -1,12 +1,18 @@
 """Turning what the user gave (a tensor, a tuple, a dict, an ``input_size``) into the positional
-and keyword arguments of one ``forward`` call, checked against its signature."""
+and keyword arguments of one ``forward`` call, checked against its signature.
+
+``input_size`` tensors are not made here: they are ``RandomInput`` specs that each runner makes
+where it runs (fake, on meta, real on CPU or CUDA), so that ``input_size=(16, 3, 1024, 1024)``
+takes no memory unless a real run needs it."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
+from torch.utils._pytree import tree_map_only
 
 from ..errors import MeasureError
 
@@ -29,13 +35,36 @@ def _is_shape(value: Any) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class RandomInput:
+    """A tensor of ``input_size``, made by the runner that needs it: random normal for floating
+    dtypes, zeros for integer ones (token ids: a valid index for any embedding)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    def make(self, device: torch.device | str | None = None) -> torch.Tensor:
+        where = self.device if device is None else device
+        if self.dtype.is_floating_point or self.dtype.is_complex:
+            return torch.randn(self.shape, dtype=self.dtype, device=where)
+        return torch.zeros(self.shape, dtype=self.dtype, device=where)
+
+
+def map_inputs(
+    values: Any, tensor: Callable[[torch.Tensor], Any], random: Callable[[RandomInput], torch.Tensor]
+) -> Any:
+    """``values`` (arguments, keywords) with each tensor and each ``RandomInput`` converted."""
+    return tree_map_only(
+        (torch.Tensor, RandomInput), lambda v: random(v) if isinstance(v, RandomInput) else tensor(v), values
+    )
+
+
 def tensors_from_size(
     input_size: Shape | Sequence[Shape], model: torch.nn.Module, dtype: torch.dtype | None
-) -> tuple[torch.Tensor, ...]:
-    """One tensor per shape, on the model's device, in ``dtype`` or the model's floating dtype.
-
-    Integer dtypes (token ids) are filled with zeros, a valid index for any embedding.
-    """
+) -> tuple[RandomInput, ...]:
+    """One input per shape (a 0-d shape is a scalar), on the model's device, in ``dtype`` or the
+    model's floating dtype."""
     if _is_shape(input_size) and len(input_size) > 0:
         shapes = [input_size]
     elif isinstance(input_size, (tuple, list)) and input_size and all(map(_is_shape, input_size)):
@@ -46,10 +75,7 @@ def tensors_from_size(
             f"found {input_size!r}"
         )
     device, model_dtype = model_device_and_dtype(model)
-    dtype = dtype or model_dtype
-    if dtype.is_floating_point or dtype.is_complex:
-        return tuple(torch.randn(*shape, dtype=dtype, device=device) for shape in shapes)
-    return tuple(torch.zeros(*shape, dtype=dtype, device=device) for shape in shapes)
+    return tuple(RandomInput(tuple(shape), dtype or model_dtype, device) for shape in shapes)
 
 
 def call_arguments(
@@ -73,9 +99,7 @@ def call_arguments(
         args, keywords = (), {**inputs, **keywords}
     elif isinstance(inputs, tuple):
         args = inputs
-    elif isinstance(inputs, list) and all(isinstance(item, torch.Tensor) for item in inputs):
-        args = tuple(inputs)
-    else:
+    else:  # a list is one argument (detection models take a list of images)
         args = (inputs,)
     _check_signature(model, args, keywords, missing_hint=inputs is None and input_size is None)
     return args, keywords
@@ -104,6 +128,6 @@ def _check_signature(
 
 
 def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, (torch.Tensor, RandomInput)):
         return f"Tensor{tuple(value.shape)}"
     return type(value).__name__

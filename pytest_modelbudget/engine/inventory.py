@@ -1,5 +1,5 @@
-"""The model's own tensors: each unique parameter and buffer under its first (canonical) name, the
-stand-ins a run puts in their place, and the per-layer totals of ``ModelStats`` built from them."""
+"""The model's own tensors: each unique parameter and buffer under its first (canonical) name, and
+the per-layer totals of ``ModelStats`` built from them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from ..stats import LayerStats, ModelStats
 from .memory import StepMemory, allocator_size
+from .standins import StandIns
 from .tracking import OpCounter
 
 
@@ -19,7 +20,6 @@ class TensorInventory:
         self.params = dict(model.named_parameters(remove_duplicate=True))
         self.buffers = dict(model.named_buffers(remove_duplicate=True))
         self.all_params = list(model.named_parameters(remove_duplicate=False))
-        self.all_buffers = list(model.named_buffers(remove_duplicate=False))
         self.on_meta = any(t.is_meta for t in (*self.params.values(), *self.buffers.values()))
         first = next(iter((*self.params.values(), *self.buffers.values())), None)
         self.device = first.device if first is not None else torch.device("cpu")
@@ -39,20 +39,9 @@ class TensorInventory:
             names_by_tensor.setdefault(id(tensor), []).append(name)
         return [names for names in names_by_tensor.values() if len(names) > 1]
 
-    def substitute(self, convert: Callable[[torch.Tensor], torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[int, str]]:
-        """Every name (tied ones included) mapped to a converted tensor, converted once per
-        unique tensor; and the converted parameters' ids mapped to their canonical names."""
-        converted: dict[int, torch.Tensor] = {}
-        canonical = {id(t): name for name, t in self.params.items()}
-        state: dict[str, torch.Tensor] = {}
-        read_names: dict[int, str] = {}
-        for name, tensor in [*self.all_params, *self.all_buffers]:
-            if id(tensor) not in converted:
-                converted[id(tensor)] = convert(tensor)
-                if id(tensor) in canonical:
-                    read_names[id(converted[id(tensor)])] = canonical[id(tensor)]
-            state[name] = converted[id(tensor)]
-        return state, read_names
+    def stand_ins(self, model: torch.nn.Module, convert: Callable[[torch.Tensor], torch.Tensor]) -> StandIns:
+        """Stand-ins for every tensor of the model, converted once per unique tensor."""
+        return StandIns(model, self.params, convert)
 
     def stats(
         self,

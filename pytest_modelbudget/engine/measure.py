@@ -1,10 +1,10 @@
 """``measure()``: one step of a model run on fake tensors, priced op by op, per module.
 
-The model's parameters and buffers are swapped, for the duration of one call, for fake copies
-(``torch.func.functional_call``): no arithmetic is done, no memory is taken, and the model's own
-tensors, ``.grad`` and running statistics are never written. Where fake execution cannot run a
-model (data-dependent control flow, an op with no fake kernel), the step is run for real on copies
-of the buffers, and ``ModelStats.execution`` says so.
+The model's tensors (parameters, buffers, plain tensor attributes) are swapped, for the duration
+of one call, for fake stand-ins (``standins.py``): no arithmetic is done, no memory is taken, and
+the model's own tensors, ``.grad``, running statistics and attributes are never written. Where fake
+execution cannot run a model (data-dependent control flow, an op with no fake kernel), the step is
+run for real on private copies of every tensor, and ``ModelStats.execution`` says so.
 
 The same run estimates peak memory (``memory.py``), making the choices a CUDA device would make
 (``simulation.py``); with CUDA available and the model or ``device`` on it, the step is also run
@@ -46,9 +46,10 @@ def measure(
     """Measure one ``forward`` call of ``model`` (and, with ``mode="training"``, its backward and
     optimizer step) without changing the model.
 
-    ``inputs`` is a tensor, a tuple of positional arguments or a dict of keyword arguments;
-    ``kwargs`` adds keyword arguments; ``input_size`` builds random tensors of those shapes on the
-    model's device (zeros for an integer ``dtype``). ``inference`` runs the model in eval mode
+    ``inputs`` is a tensor, a tuple of positional arguments, a dict of keyword arguments or any
+    other value (a list of images included) as the one argument; ``kwargs`` adds keyword
+    arguments; ``input_size`` stands for random tensors of those shapes on the model's device
+    (zeros for an integer ``dtype``), made only if a real run needs them. ``inference`` runs the model in eval mode
     under ``torch.no_grad()``; ``training`` runs it in train mode and back-propagates
     ``loss_fn(output)`` (default: the sum of every output tensor), then, given ``optimizer`` (a
     callable taking the list of trainable tensors), takes one optimizer step. The model's
@@ -85,8 +86,9 @@ def measure(
         cause = fake_error.error if isinstance(fake_error, ForwardError) else fake_error
         if tensors.on_meta:
             raise MeasureError(
-                f"{name}.forward raised {type(cause).__name__} on fake tensors: {first_line(cause)} "
-                "(its weights are on the meta device, so it cannot be run for real instead)"
+                f"{name}.forward raised {type(cause).__name__} on meta tensors (shapes, no values): "
+                f"{first_line(cause)} (its weights are on the meta device, so it cannot be run for real "
+                "instead; build it on the CPU to measure it with a real run)"
             ) from cause
         try:
             watched = run_real(step, tensors)
@@ -103,7 +105,7 @@ def measure(
         execution = "real"
         notes.append(
             f"fake execution failed ({type(cause).__name__}: {first_line(cause)}); "
-            "measured with a real run on copies of the buffers"
+            "measured with a real run on private copies of the model's tensors"
         )
     memory = step.memory(watched, execution)
     if target.exact is not None:
@@ -113,12 +115,18 @@ def measure(
 
 def _run_shapes_only(step: Step, tensors: TensorInventory) -> Watched:
     """A meta model runs directly on meta, the cheapest; what meta cannot run (CPU tensors made
-    in forward, autocast, which has no meta dispatch key) runs on fake tensors."""
-    if tensors.on_meta and step.autocast is None:
+    in forward, autocast, which has no meta dispatch key) runs on fake tensors. When both fail,
+    the meta run's error is the one that says what the model did."""
+    if not tensors.on_meta or step.autocast is not None:
+        return run_fake(step, tensors)
+    try:
+        return run_meta(step, tensors)
+    except MeasureError:
+        raise
+    except Exception as meta_error:  # noqa: BLE001 - e.g. CPU tensors made in forward: fake tensors cope
         try:
-            return run_meta(step, tensors)
+            return run_fake(step, tensors)
         except MeasureError:
             raise
-        except Exception:  # noqa: BLE001 - e.g. CPU tensors made in forward: fake tensors cope
-            pass
-    return run_fake(step, tensors)
+        except Exception:  # noqa: BLE001
+            raise meta_error from None

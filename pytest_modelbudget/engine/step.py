@@ -1,5 +1,5 @@
 """One step of the model: ``forward`` (and for training, backward and the optimizer step) on the
-tensors a runner put in place of the model's own, watched op by op.
+stand-ins a runner put in place of the model's own tensors, watched op by op.
 
 The runners (``runners/``) decide what those tensors are (fake, meta, private real copies, CUDA
 copies); the step is the same for all of them.
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
-from torch.func import functional_call
 from torch.utils._pytree import tree_flatten
 
 from ..errors import MeasureError
 from .loss import default_loss, describe_output
 from .memory import MemoryLedger, StepMemory, deterministic_frees
 from .simulation import CudaAttention, use_foreach
+from .standins import StandIns
 from .target import MemoryTarget
 from .tracking import OpCounter
 
@@ -69,16 +69,14 @@ class Step:
         self.target = target
         self.module_names = {id(module): name for name, module in model.named_modules()}
 
-    def watched(
-        self, state: dict[str, torch.Tensor], read_names: dict[int, str], args: Any, keywords: Any, shapes_only: bool
-    ) -> Watched:
+    def watched(self, stand_ins: StandIns, args: Any, keywords: Any, shapes_only: bool) -> Watched:
         """The step with its ops priced and its memory followed by a ledger. The fused attention
         kernels have shape functions everywhere but real kernels only on CUDA: CUDA's choices are
         made only when no real arithmetic is done."""
         on_cuda = self.target.simulated == "cuda"
         attention = CudaAttention() if shapes_only and on_cuda else None
         with attention or contextlib.nullcontext():
-            counter, foreach = self.run(state, read_names, args, keywords, MemoryLedger(self.target.block), on_cuda)
+            counter, foreach = self.run(stand_ins, args, keywords, MemoryLedger(self.target.block), on_cuda)
         approximations = attention.approximations() if attention is not None else []
         if foreach:
             approximations.append("optimizer run with foreach=True, its default on CUDA")
@@ -102,33 +100,32 @@ class Step:
 
     def run(
         self,
-        state: dict[str, torch.Tensor],
-        read_names: dict[int, str],
+        stand_ins: StandIns,
         args: Any,
         keywords: Any,
         ledger: MemoryLedger | None,
         foreach_as_cuda: bool = False,
     ) -> tuple[OpCounter, bool]:
         """Run the step; returns its counter and whether the optimizer was switched to foreach."""
-        counter = OpCounter(self.module_names, read_names, ledger)
+        counter = OpCounter(self.module_names, stand_ins.read_names, ledger)
         estimating = ledger is not None
         autocast = self._autocast("cpu" if estimating else "cuda")
         with contextlib.ExitStack() as stack:
             stack.enter_context(_train_flags(self.model, self.mode == "training"))
             if ledger is not None:
                 stack.enter_context(deterministic_frees())
-                ledger.hold(state.values())
+                ledger.hold(stand_ins.held)
                 ledger.hold(t for t in tree_flatten((args, keywords))[0] if isinstance(t, torch.Tensor))
                 stack.enter_context(counter.watching())
             if self.mode == "inference":
                 with torch.no_grad(), autocast:
-                    self._forward(state, args, keywords)
+                    self._forward(stand_ins, args, keywords)
                 return counter, False
             with torch.enable_grad():
                 with autocast:
-                    output = self._forward(state, args, keywords)
+                    output = self._forward(stand_ins, args, keywords)
                 counter.counting = False
-                foreach = self._backward(output, state, foreach_as_cuda)
+                foreach = self._backward(output, stand_ins, foreach_as_cuda)
         return counter, foreach
 
     def _autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
@@ -136,15 +133,16 @@ class Step:
             return contextlib.nullcontext()
         return torch.autocast(device_type, dtype=self.autocast)
 
-    def _forward(self, state: dict[str, torch.Tensor], args: Any, keywords: Any) -> Any:
+    def _forward(self, stand_ins: StandIns, args: Any, keywords: Any) -> Any:
         try:
-            return functional_call(self.model, state, tuple(args), dict(keywords), tie_weights=True, strict=False)
+            with stand_ins.installed():
+                return self.model(*args, **keywords)
         except MeasureError:
             raise
         except Exception as error:
             raise ForwardError(error) from error
 
-    def _backward(self, output: Any, state: dict[str, torch.Tensor], foreach_as_cuda: bool) -> bool:
+    def _backward(self, output: Any, stand_ins: StandIns, foreach_as_cuda: bool) -> bool:
         loss = self.loss_fn(output) if self.loss_fn is not None else default_loss(output)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise MeasureError(f"loss_fn must return a scalar tensor, found {describe_output(loss)}")
@@ -153,8 +151,7 @@ class Step:
         loss.backward()
         if self.optimizer is None:
             return False
-        trainable = list({id(t): t for t in state.values() if t.requires_grad}.values())
-        opt = self.optimizer(trainable)
+        opt = self.optimizer(stand_ins.trainable())
         foreach = foreach_as_cuda and use_foreach(opt)
         opt.step()
         return foreach

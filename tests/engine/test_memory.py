@@ -9,9 +9,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from pytest_modelbudget import MeasureError, measure
+from pytest_modelbudget import MeasureError
 from pytest_modelbudget.engine.simulation import attention_kernel
 
+from ..helpers import measure_checked
 from .reference_models import ResNet50
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -50,8 +51,8 @@ def test_resnet50_batch_8_agrees_with_memtracker(mode):
     model = ResNet50()
     images = torch.randn(8, 3, 224, 224)
     reference = memtracker_peak(model, images, mode)
-    on_cpu = measure(model, images, mode=mode, device="cpu")
-    for_cuda = measure(model, images, mode=mode)
+    on_cpu = measure_checked(model, images, mode=mode, device="cpu")
+    for_cuda = measure_checked(model, images, mode=mode)
     assert on_cpu.peak_memory_source == for_cuda.peak_memory_source == "estimate"
     assert on_cpu.peak_memory == pytest.approx(reference, rel=0.02)
     assert for_cuda.peak_memory == pytest.approx(reference, rel=0.02)
@@ -66,7 +67,7 @@ def test_gpt2_eager_agrees_with_memtracker(mode):
     tokens = torch.zeros(1, 128, dtype=torch.long)
     logits_sum = lambda out: out.logits.sum()  # noqa: E731
     reference = memtracker_peak(model, tokens, mode, logits_sum)
-    stats = measure(model, tokens, mode=mode, loss_fn=logits_sum)
+    stats = measure_checked(model, tokens, mode=mode, loss_fn=logits_sum)
     assert stats.peak_memory == pytest.approx(reference, rel=0.02)
     # Weights alone are 124,439,808 fp32 parameters (the tied head once) plus the causal-mask buffers.
     assert stats.peak_memory > stats.bytes
@@ -75,7 +76,7 @@ def test_gpt2_eager_agrees_with_memtracker(mode):
 @pytest.mark.parametrize("mode", ["inference", "training"])
 def test_the_estimate_is_deterministic_and_grows_with_batch_as_activations_do(mode):
     model = ResNet50()
-    peaks = [measure(model, input_size=(batch, 3, 224, 224), mode=mode).peak_memory for batch in (4, 8, 16, 16)]
+    peaks = [measure_checked(model, input_size=(batch, 3, 224, 224), mode=mode).peak_memory for batch in (4, 8, 16, 16)]
     assert peaks[2] == peaks[3]
     # Weights (and gradients) stay; activations double with the batch, and so do the steps.
     assert peaks[0] < peaks[1] < peaks[2]
@@ -89,9 +90,9 @@ def test_a_linear_layer_by_hand():
     model = nn.Linear(1000, 500)  # weight 2,000,000 B, bias 2,000 B
     x = torch.randn(64, 1000)  # 256,000 B
     out = 64 * 500 * 4  # 128,000 B
-    assert measure(model, x, device="cpu").peak_memory == 2_000_000 + 2_000 + 256_000 + out
+    assert measure_checked(model, x, device="cpu").peak_memory == 2_000_000 + 2_000 + 256_000 + out
     # The CUDA allocator rounds every block up to 512 bytes: the bias takes 2,048.
-    assert measure(model, x).peak_memory == 2_000_384 + 2_048 + 256_000 + out
+    assert measure_checked(model, x).peak_memory == 2_000_384 + 2_048 + 256_000 + out
 
 
 def test_views_and_in_place_ops_allocate_nothing():
@@ -102,21 +103,21 @@ def test_views_and_in_place_ops_allocate_nothing():
             return y.view(-1).t() if y.dim() == 1 else y.view(-1)
 
     x = torch.randn(1024)
-    assert measure(InPlace(), x, device="cpu").peak_memory == 2 * 4096
+    assert measure_checked(InPlace(), x, device="cpu").peak_memory == 2 * 4096
 
 
 def test_training_holds_gradients_and_adam_its_state():
     model = nn.Sequential(nn.Linear(512, 512, bias=False), nn.ReLU(), nn.Linear(512, 512, bias=False))
     weights = 2 * 512 * 512 * 4
     x = torch.randn(16, 512)
-    inference = measure(model, x).peak_memory
-    training = measure(model, x, mode="training").peak_memory
-    adam = measure(model, x, mode="training", optimizer=lambda params: torch.optim.Adam(params))
+    inference = measure_checked(model, x).peak_memory
+    training = measure_checked(model, x, mode="training").peak_memory
+    adam = measure_checked(model, x, mode="training", optimizer=lambda params: torch.optim.Adam(params))
     assert training >= inference + weights  # every gradient is alive at the end of backward
     # Adam holds exp_avg and exp_avg_sq per weight; foreach temporaries come on top.
     assert adam.peak_memory >= weights * 4
     assert "optimizer run with foreach=True, its default on CUDA" in adam.peak_memory_approximations
-    sgd = measure(model, x, mode="training", optimizer=lambda params: torch.optim.SGD(params, lr=0.1, foreach=False))
+    sgd = measure_checked(model, x, mode="training", optimizer=lambda params: torch.optim.SGD(params, lr=0.1, foreach=False))
     assert not any("foreach" in note for note in sgd.peak_memory_approximations)  # the user's choice stands
 
 
@@ -133,8 +134,8 @@ def test_activation_checkpointing_trades_memory_for_nothing_else():
             return x
 
     x = torch.randn(2048, 256)
-    plain = measure(Deep(False), x, mode="training")
-    saved = measure(Deep(True), x, mode="training")
+    plain = measure_checked(Deep(False), x, mode="training")
+    saved = measure_checked(Deep(True), x, mode="training")
     # Without checkpointing each block keeps its 2048 x 1024 hidden activations (8 MiB, twice:
     # linear and GELU outputs) for backward; with it, only the blocks' 2 MiB inputs, and one
     # block's hidden activations while it is recomputed.
@@ -146,7 +147,7 @@ def test_activation_checkpointing_trades_memory_for_nothing_else():
 
 def test_per_module_peaks_roll_up_and_the_root_is_the_step():
     model = ResNet50()
-    stats = measure(model, input_size=(2, 3, 64, 64), mode="training")
+    stats = measure_checked(model, input_size=(2, 3, 64, 64), mode="training")
     layers = stats.layers
     assert layers[""].peak_memory == stats.peak_memory
     assert all(layer.peak_memory is not None for layer in layers.values())
@@ -165,7 +166,7 @@ def test_a_7b_model_on_meta_is_estimated_in_seconds():
     )
     with torch.device("meta"):
         model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
-    stats = measure(model, torch.zeros(1, 128, dtype=torch.long, device="meta"))
+    stats = measure_checked(model, torch.zeros(1, 128, dtype=torch.long, device="meta"))
     # bf16 weights, then activations of 128 tokens and fp32 logits (128 x 32,000 x 4 B).
     assert stats.bytes < stats.peak_memory < stats.bytes + 200 * 2**20
     assert stats.peak_memory - stats.bytes > 128 * 32_000 * 4
@@ -194,7 +195,7 @@ def test_fused_attention_never_holds_the_score_matrix():
     q = torch.randn(1, 8, 2048, 64)
     mask = torch.ones(2048, 2048, dtype=torch.bool).tril()
     scores = 8 * 2048 * 2048 * 4  # 134 MB the math path would hold
-    stats = measure(Attention(), (q, q.clone(), q.clone(), mask))
+    stats = measure_checked(Attention(), (q, q.clone(), q.clone(), mask))
     # q, k, v and the output (4 MiB each), the boolean mask (4 MiB) and the float bias CUDA makes
     # of it (16 MiB); two 512-byte blocks for the kernel's RNG seed and offset.
     held = 4 * (8 * 2048 * 64 * 4) + 2048 * 2048 + 2048 * 2048 * 4
@@ -202,14 +203,14 @@ def test_fused_attention_never_holds_the_score_matrix():
     assert stats.peak_memory < scores / 2
     assert "scaled_dot_product_attention ran as CUDA's efficient kernel (1 call)" in stats.peak_memory_approximations
     # The kernel choice changes memory, never the arithmetic.
-    assert stats.macs == measure(Attention(), (q, q.clone(), q.clone(), mask), device="cpu").macs == 2 * 8 * 2048 * 2048 * 64
+    assert stats.macs == measure_checked(Attention(), (q, q.clone(), q.clone(), mask), device="cpu").macs == 2 * 8 * 2048 * 2048 * 64
 
 
 def test_autocast_halves_the_activations():
     model = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(4)])
     x = torch.randn(8192, 1024)
-    full = measure(model, x, mode="training")
-    half = measure(model, x, mode="training", autocast=torch.bfloat16)
+    full = measure_checked(model, x, mode="training")
+    half = measure_checked(model, x, mode="training", autocast=torch.bfloat16)
     # Activations (32 MiB per layer in fp32) halve; the fp32 weights stay and bf16 copies of them
     # (8 MiB) are cached for the step, as autocast does on a GPU.
     assert half.peak_memory < 0.75 * full.peak_memory
@@ -218,21 +219,21 @@ def test_autocast_halves_the_activations():
     # The same model on the meta device (autocast has no meta kernels: it runs as fake CPU).
     with torch.device("meta"):
         on_meta = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(4)])
-    meta_half = measure(on_meta, torch.empty(8192, 1024, device="meta"), mode="training", autocast=torch.bfloat16)
+    meta_half = measure_checked(on_meta, torch.empty(8192, 1024, device="meta"), mode="training", autocast=torch.bfloat16)
     assert meta_half.peak_memory == half.peak_memory
 
 
 def test_bad_device_and_autocast():
     with pytest.raises(MeasureError, match=r"device must be 'cuda', 'cuda:N' or 'cpu', found 'tpu'"):
-        measure(nn.Linear(2, 2), input_size=(1, 2), device="tpu")
+        measure_checked(nn.Linear(2, 2), input_size=(1, 2), device="tpu")
     with pytest.raises(MeasureError, match=r"autocast must be torch.float16 or torch.bfloat16, found torch.int8"):
-        measure(nn.Linear(2, 2), input_size=(1, 2), autocast=torch.int8)
+        measure_checked(nn.Linear(2, 2), input_size=(1, 2), autocast=torch.int8)
 
 
 def test_cuda_asked_for_without_cuda_is_estimated_and_says_so():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    stats = measure(nn.Linear(2, 2), input_size=(1, 2), device="cuda")
+    stats = measure_checked(nn.Linear(2, 2), input_size=(1, 2), device="cuda")
     assert stats.peak_memory_source == "estimate"
     assert any("not available" in note for note in stats.peak_memory_approximations)
 
@@ -246,7 +247,7 @@ def test_cuda_figure_is_measured_and_close_to_the_estimate(mode):
     model = ResNet50().cuda()
     images = torch.randn(8, 3, 224, 224, device="cuda")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stats = measure(model, images, mode=mode)
+    stats = measure_checked(model, images, mode=mode)
     assert stats.peak_memory_source == "cuda"
     assert stats.peak_memory_estimate == pytest.approx(stats.peak_memory, rel=0.05)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

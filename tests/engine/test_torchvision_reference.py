@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pytest_modelbudget import measure
+from ..helpers import measure_checked
 
 models = pytest.importorskip("torchvision.models")
 
@@ -33,7 +33,7 @@ def test_published_params_and_gmacs(name, weights):
             model = models.get_model(name, **config)
     except NotImplementedError:  # builders that compute their shapes with real tensors (regnet)
         model = models.get_model(name, **config)
-    stats = measure(model, input_size=(1, 3, crop, crop))
+    stats = measure_checked(model, input_size=(1, 3, crop, crop))
     assert stats.params == weights.meta["num_params"]
     assert round(stats.macs / 1e9, 3) == weights.meta["_ops"]
     assert stats.uncounted_ops == {}

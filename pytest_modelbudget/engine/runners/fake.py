@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._pytree import tree_map_only
 
+from ..inputs import RandomInput, map_inputs
 from ..inventory import TensorInventory
 from ..step import Step, Watched
 
@@ -22,7 +22,17 @@ def run_fake(step: Step, tensors: TensorInventory) -> Watched:
             return fake.requires_grad_(tensor.requires_grad) if tensor.requires_grad else fake
         return fake_mode.from_tensor(tensor, static_shapes=True)
 
-    state, read_names = tensors.substitute(to_fake)
-    args, keywords = tree_map_only(torch.Tensor, to_fake, (step.args, step.keywords))
+    def input_to_fake(tensor: torch.Tensor) -> torch.Tensor:
+        # The inputs go where the weights are: CPU inputs of a meta model become meta.
+        if tensors.on_meta and not meta_as_cpu and not tensor.is_meta:
+            tensor = tensor.to("meta")
+        return to_fake(tensor)
+
+    def make_fake(spec: RandomInput) -> torch.Tensor:
+        with fake_mode:
+            return spec.make("cpu" if meta_as_cpu else None)
+
+    stand_ins = tensors.stand_ins(step.model, to_fake)
+    args, keywords = map_inputs((step.args, step.keywords), input_to_fake, make_fake)
     with fake_mode:
-        return step.watched(state, read_names, args, keywords, shapes_only=True)
+        return step.watched(stand_ins, args, keywords, shapes_only=True)

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import torch
-from torch.utils._pytree import tree_map_only
 
+from ..inputs import map_inputs
 from ..inventory import TensorInventory
 from ..step import Step, Watched
 
@@ -16,6 +16,8 @@ def run_meta(step: Step, tensors: TensorInventory) -> Watched:
             return tensor.detach().requires_grad_(tensor.requires_grad)
         return tensor.detach()
 
-    state, read_names = tensors.substitute(alias)
-    args, keywords = tree_map_only(torch.Tensor, lambda t: t if t.is_meta else t.to("meta"), (step.args, step.keywords))
-    return step.watched(state, read_names, args, keywords, shapes_only=True)
+    stand_ins = tensors.stand_ins(step.model, alias)
+    args, keywords = map_inputs(
+        (step.args, step.keywords), lambda t: t if t.is_meta else t.to("meta"), lambda spec: spec.make("meta")
+    )
+    return step.watched(stand_ins, args, keywords, shapes_only=True)

@@ -1,0 +1,84 @@
+"""Stand-ins for a model's tensors during one run, and putting the model back exactly as it was.
+
+Every tensor the model holds (parameters, buffers and plain tensor attributes that ``forward``
+may write in place) is replaced, for one run, by a stand-in made by the runner (a fake copy, a
+meta alias, a private real copy). Tensors are converted once each, so tied weights stay tied,
+and every module is visited once, however many names it is registered under: a module shared
+between two containers is swapped and restored once, where ``torch.func.functional_call`` swaps it
+per name and leaves the second name's stand-ins behind.
+
+Afterwards each module's attributes, parameters, buffers and submodules are restored from a
+snapshot: whatever ``forward`` assigned or added (a cache, a counter, weight norm's recomputed
+``weight``) never reaches the user's model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import torch
+
+Convert = Callable[[torch.Tensor], torch.Tensor]
+
+
+class StandIns:
+    """One stand-in per unique tensor of the model, made by ``convert``."""
+
+    def __init__(self, model: torch.nn.Module, params: dict[str, torch.Tensor], convert: Convert) -> None:
+        self.model = model
+        self.modules = list(model.modules())  # each module once, whatever its names
+        self._by_id: dict[int, torch.Tensor] = {}
+        canonical = {id(tensor): name for name, tensor in params.items()}
+        #: id of a parameter's stand-in -> the parameter's canonical name.
+        self.read_names: dict[int, str] = {}
+        self.held: list[torch.Tensor] = []  # the parameters' and buffers' stand-ins
+        for module in self.modules:
+            for slots in (module._parameters, module._buffers):
+                for tensor in slots.values():
+                    if tensor is not None and id(tensor) not in self._by_id:
+                        stand_in = self._by_id[id(tensor)] = convert(tensor)
+                        self.held.append(stand_in)
+                        if id(tensor) in canonical:
+                            self.read_names[id(stand_in)] = canonical[id(tensor)]
+        for module in self.modules:
+            for tensor in _tensor_attributes(module).values():
+                if id(tensor) not in self._by_id:
+                    self._by_id[id(tensor)] = convert(tensor)
+
+    def trainable(self) -> list[torch.Tensor]:
+        return [tensor for tensor in self.held if tensor.requires_grad]
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The stand-ins in the model's slots for the duration of the block; then every module
+        exactly as it was, also when the block raises."""
+        saved = [
+            (module, dict(module.__dict__), dict(module._parameters), dict(module._buffers), dict(module._modules))
+            for module in self.modules
+        ]
+        try:
+            for module in self.modules:
+                for slots in (module._parameters, module._buffers):
+                    for key, tensor in slots.items():
+                        if tensor is not None:
+                            slots[key] = self._by_id[id(tensor)]
+                for key, tensor in _tensor_attributes(module).items():
+                    module.__dict__[key] = self._by_id[id(tensor)]
+            yield
+        finally:
+            for module, attributes, parameters, buffers, submodules in saved:
+                for current, before in (
+                    (module._parameters, parameters),
+                    (module._buffers, buffers),
+                    (module._modules, submodules),
+                    (module.__dict__, attributes),
+                ):
+                    if current.keys() != before.keys() or any(current[k] is not v for k, v in before.items()):
+                        current.clear()
+                        current.update(before)
+
+
+def _tensor_attributes(module: torch.nn.Module) -> dict[str, Any]:
+    """Plain tensor attributes: not registered, but ``forward`` may read or write them."""
+    return {key: value for key, value in vars(module).items() if isinstance(value, torch.Tensor)}
