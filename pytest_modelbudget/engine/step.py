@@ -15,6 +15,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from ..errors import MeasureError
+from . import adapters
 from .loss import default_loss, describe_output
 from .memory import MemoryLedger, StepMemory, deterministic_frees
 from .simulation import CudaAttention, use_foreach
@@ -75,9 +76,13 @@ class Step:
         made only when no real arithmetic is done."""
         on_cuda = self.target.simulated == "cuda"
         attention = CudaAttention() if shapes_only and on_cuda else None
-        with attention or contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            approximations = stack.enter_context(adapters.shape_only(self.model)) if shapes_only else []
+            if attention is not None:
+                stack.enter_context(attention)
             counter, foreach = self.run(stand_ins, args, keywords, MemoryLedger(self.target.block), on_cuda)
-        approximations = attention.approximations() if attention is not None else []
+        if attention is not None:
+            approximations.extend(attention.approximations())
         if foreach:
             approximations.append("optimizer run with foreach=True, its default on CUDA")
         return Watched(counter, approximations)

@@ -17,6 +17,7 @@ import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import shapes
 from .formulas import cost_of, has_formula
 from .memory import MemoryLedger
 
@@ -123,7 +124,7 @@ class OpCounter(TorchDispatchMode):
             if result is not NotImplemented:
                 return result
             self._not_decomposable.add(func)
-        out = func(*args, **kwargs)
+        out = shapes.run(func, args, kwargs)
         if self.ledger is not None:
             self.ledger.hold_outputs(out, self._stack)
         if self.counting:

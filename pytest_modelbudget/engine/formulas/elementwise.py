@@ -28,7 +28,10 @@ register_cost(
     "logsumexp", "norm", "linalg_vector_norm", "cumsum", "cumprod", "argmax", "argmin", "any",
     "all", "nansum", "aminmax",
 )(_per_input(1))
+register_cost("histc", "_is_all_true", "_is_any_true")(_per_input(1))
 register_cost("_softmax", "_log_softmax", "_safe_softmax")(_per_input(5))
+# Losses: the difference, its square or absolute value, and the reduction: 3 an element.
+register_cost("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")(_per_input(3))
 
 
 def _norm(stats_per_element: int, affine_args: tuple[int, ...]) -> Formula:
@@ -74,6 +77,8 @@ register_cost("upsample_bilinear2d", "_upsample_bilinear2d_aa")(_per_output(4))
 register_cost("upsample_trilinear3d")(_per_output(8))
 register_cost("upsample_bicubic2d", "_upsample_bicubic2d_aa")(_per_output(16))
 register_cost("native_dropout")(_per_output(1))
+# Pointwise arithmetic that PyTorch does not tag ``pointwise``.
+register_cost("floor_divide", "floor_divide_", "remainder", "fmod")(_per_output(1))
 # Activations that PyTorch does not tag ``pointwise``: one FLOP per output element like the rest.
 _ACTIVATIONS = (
     "hardswish", "hardsigmoid", "hardtanh", "mish", "elu", "celu", "selu", "leaky_relu",

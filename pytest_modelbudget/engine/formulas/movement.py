@@ -24,5 +24,7 @@ register_free(
     "_functional_assert_async", "sym_constrain_range_for_size", "_make_dep_token",
     "record_stream", "_efficientzerotensor", "sort", "topk", "nonzero", "masked_select",
     "bitwise_not", "logical_not", "unique_consecutive", "_unique2", "searchsorted",
-    "bucketize", "tensor_split", "split_with_sizes_copy", "cat_", "item",
+    "bucketize", "tensor_split", "split_with_sizes_copy", "cat_", "item", "unsafe_split",
+    "unsafe_split_with_sizes", "_nested_tensor_from_mask_left_aligned", "_pack_padded_sequence",
+    "_pad_packed_sequence", "max_unpool2d", "max_unpool3d", "unsafe_chunk",
 )
