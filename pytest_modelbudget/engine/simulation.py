@@ -7,7 +7,8 @@ memory, the simulated step makes the CUDA choice itself:
 - ``scaled_dot_product_attention`` runs the flash or memory-efficient kernel, which never holds the
   L x S attention matrix; the CPU math path does (1.7x GPT-2's training memory in fp32). The rules
   follow ``aten/src/ATen/native/transformers/cuda/sdp_utils.cpp`` for an Ampere-or-newer GPU:
-  flash for fp16/bf16 without a mask, memory-efficient otherwise, math when neither applies.
+  flash for fp16/bf16 without a mask (grouped-query attention included), memory-efficient
+  otherwise (not for grouped-query attention), math when neither applies.
 - optimizers left at ``foreach=None`` use their ``foreach`` implementation, PyTorch's default for
   CUDA tensors, whose temporaries are whole lists of tensors.
 """
@@ -31,11 +32,20 @@ def attention_kernel(
     attn_mask: Any,
     enable_gqa: bool,
 ) -> str:
-    """``"flash"``, ``"efficient"`` or ``"math"``: the kernel CUDA would run."""
+    """``"flash"``, ``"efficient"`` or ``"math"``: the kernel CUDA would run.
+
+    Grouped-query attention (``enable_gqa`` with fewer key/value heads than query heads) is taken
+    by the flash kernel (``check_batch_size_and_num_heads_dense<true>``) and refused by the
+    memory-efficient one (``<false>``), so it runs as flash or math.
+    """
     tensors = (query, key, value)
-    if enable_gqa or any(t.dim() != 4 for t in tensors):
+    if any(t.dim() != 4 for t in tensors) or len({t.dtype for t in tensors}) != 1:
         return "math"
-    if len({t.dtype for t in tensors}) != 1 or len({(t.shape[0], t.shape[1]) for t in tensors}) != 1:
+    batch, heads, kv_heads = query.shape[0], query.shape[1], key.shape[1]
+    if {key.shape[0], value.shape[0]} != {batch} or value.shape[1] != kv_heads:
+        return "math"
+    grouped = kv_heads != heads
+    if grouped and not (enable_gqa and heads % kv_heads == 0):
         return "math"
     dtype, head_dim = query.dtype, query.shape[-1]
     if key.shape[-1] != head_dim:
@@ -43,6 +53,8 @@ def attention_kernel(
     if dtype in _HALF and attn_mask is None and head_dim <= 256 and head_dim % 8 == 0 and value.shape[-1] == head_dim:
         return "flash"
     alignment = 4 if dtype == torch.float32 else 8
+    if grouped:
+        return "math"
     if dtype in (*_HALF, torch.float32) and head_dim % alignment == 0 and value.shape[-1] % alignment == 0:
         return "efficient"
     return "math"

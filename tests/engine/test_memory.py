@@ -187,6 +187,38 @@ def test_attention_kernel_choice():
     assert attention_kernel(single[0], single[0], single[0], None, False) == "math"  # 3-D
 
 
+def test_grouped_query_attention_runs_as_flash_not_efficient():
+    # sdp_utils.cpp: flash checks heads with check_batch_size_and_num_heads_dense<true> (GQA
+    # allowed), memory-efficient with <false>.
+    query = torch.empty(1, 8, 128, 64, dtype=torch.bfloat16, device="meta")
+    grouped = torch.empty(1, 2, 128, 64, dtype=torch.bfloat16, device="meta")
+    mask = torch.empty(128, 128, dtype=torch.bool, device="meta")
+    assert attention_kernel(query, grouped, grouped, None, True) == "flash"
+    assert attention_kernel(query, grouped, grouped, mask, True) == "math"
+    assert attention_kernel(query.float(), grouped.float(), grouped.float(), None, True) == "math"
+    assert attention_kernel(query, grouped, grouped, None, False) == "math"  # shapes that need enable_gqa
+    assert attention_kernel(query, query, query, mask, True) == "efficient"  # as many kv heads: no grouping
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_fewer_kv_heads_never_cost_more_memory(mode):
+    transformers = pytest.importorskip("transformers")
+    peaks = {}
+    for kv_heads in (8, 2):
+        config = transformers.LlamaConfig(
+            vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+            num_key_value_heads=kv_heads,
+        )
+        with torch.device("meta"):
+            model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+        stats = measure_checked(model, input_size=(4, 256), dtype=torch.long, mode=mode)
+        assert "scaled_dot_product_attention ran as CUDA's flash kernel (2 calls)" in stats.peak_memory_approximations
+        peaks[kv_heads] = stats.peak_memory
+    # Two KV heads instead of eight: 2 x 2 layers x (k, v) activations of 4 x 256 x 192 bf16 fewer.
+    assert peaks[8] - peaks[2] >= 2 * 2 * 4 * 256 * 192 * 2
+
+
 def test_fused_attention_never_holds_the_score_matrix():
     class Attention(nn.Module):
         def forward(self, q, k, v, mask):

@@ -47,15 +47,25 @@ def _norm(stats_per_element: int, affine_args: tuple[int, ...]) -> Formula:
 register_cost("native_layer_norm")(_norm(4, (2, 3)))
 register_cost("native_group_norm")(_norm(4, (1, 2)))
 register_cost("_fused_rms_norm")(_norm(3, (2,)))
-register_cost("native_batch_norm", "_native_batch_norm_legit", "_batch_norm_with_update")(
-    _norm(4, (1, 2))
-)
+register_cost("_batch_norm_with_update")(_norm(4, (1, 2)))
+_batch_norm_training = _norm(4, (1, 2))
 
 
 @register_cost("_native_batch_norm_legit_no_training", "_batch_norm_no_update")
 def _batch_norm_eval(args: tuple, kwargs: dict, out: Any) -> Cost:
     # With running statistics the normalisation folds into one scale and one shift.
     return Cost(0, 2 * numel(args[0]))
+
+
+@register_cost("native_batch_norm", "_native_batch_norm_legit")
+def _batch_norm(args: tuple, kwargs: dict, out: Any) -> Cost:
+    # (input, weight, bias, running_mean, running_var, training, ...): eval-mode BatchNorm is
+    # dispatched here with training=False. The no_stats overload has no running statistics.
+    has_running_stats = len(args) > 7
+    training = args[5] if has_running_stats else True
+    if has_running_stats and not training and args[3] is not None:
+        return _batch_norm_eval(args, kwargs, out)
+    return _batch_norm_training(args, kwargs, out)
 
 
 def _pool(args: tuple, kwargs: dict, out: Any) -> Cost:

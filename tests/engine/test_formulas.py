@@ -1,0 +1,113 @@
+"""Per-op rules (docs/FLOPS.md) on the ops real models run: BatchNorm in eval and training, ops that
+only move data, pointwise and reduction ops that PyTorch does not tag."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..helpers import measure_checked
+
+
+def test_eval_batch_norm_is_one_scale_and_one_shift_per_element():
+    # Eval BatchNorm reaches aten as native_batch_norm(training=False): 2 FLOPs an element
+    # (fvcore's convention), with or without affine; with batch statistics 4, plus 1 each for
+    # weight and bias.
+    elements = 8 * 4 * 4
+    assert measure_checked(nn.BatchNorm2d(8), input_size=(1, 8, 4, 4)).flops == 2 * elements
+    assert measure_checked(nn.BatchNorm2d(8, affine=False), input_size=(1, 8, 4, 4)).flops == 2 * elements
+    assert measure_checked(nn.BatchNorm2d(8, track_running_stats=False), input_size=(1, 8, 4, 4)).flops == 6 * elements
+    training = measure_checked(nn.BatchNorm2d(8), input_size=(1, 8, 4, 4), mode="training")
+    assert training.layers[""].flops >= 6 * elements
+
+
+def test_a_cnn_in_eval_counts_its_batch_norms_at_two_flops():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+    stats = measure_checked(model, input_size=(2, 3, 8, 8))
+    conv_macs = 2 * 16 * 8 * 8 * 3 * 9
+    activations = 2 * 16 * 8 * 8
+    assert stats.macs == conv_macs
+    assert stats.flops == 2 * conv_macs + 2 * activations + activations  # conv, BN, ReLU
+
+
+class CellLoop(nn.Module):
+    """A Python loop of LSTMCell and GRUCell steps, as char-RNNs and decoders are written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTMCell(8, 16)
+        self.gru = nn.GRUCell(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = c = g = x.new_zeros(x.shape[1], 16)
+        for step in x:
+            h, c = self.lstm(step, (h, c))
+            g = self.gru(h, g)
+        return g
+
+
+def test_recurrent_cell_loops_leave_nothing_uncounted():
+    steps, batch = 5, 3
+    stats = measure_checked(CellLoop(), input_size=(steps, batch, 8))
+    assert stats.uncounted_ops == {}
+    lstm = steps * batch * 4 * 16 * (8 + 16)
+    gru = steps * batch * 3 * 16 * (16 + 16)
+    assert stats.macs == lstm + gru
+
+
+class Packed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        return pad_packed_sequence(out, batch_first=True)[0]
+
+
+def test_packed_sequences_and_unpooling_only_move_data():
+    stats = measure_checked(Packed(), inputs=(torch.randn(2, 5, 4), torch.tensor([5, 3])))
+    assert "_pack_padded_sequence" not in stats.uncounted_ops
+    assert "_pad_packed_sequence" not in stats.uncounted_ops
+
+    class Unpool(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pooled, indices = nn.functional.max_pool2d(x, 2, return_indices=True)
+            return nn.functional.max_unpool2d(pooled, indices, 2)
+
+    stats = measure_checked(Unpool(), input_size=(1, 2, 4, 4))
+    assert stats.uncounted_ops == {}
+
+
+def test_an_encoder_with_a_padding_mask_in_eval_is_counted_in_full():
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
+    mask = torch.zeros(2, 6, dtype=torch.bool)
+    mask[1, 4:] = True
+    stats = measure_checked(model, inputs=(torch.randn(2, 6, 16),), kwargs={"src_key_padding_mask": mask})
+    assert stats.uncounted_ops == {} and stats.execution == "fake"
+    tokens = 2 * 6
+    projections_and_ffn = tokens * (3 * 16 * 16 + 16 * 16 + 2 * 16 * 32)
+    attention = 2 * 2 * 6 * 6 * 8 * 2  # batch x heads x L x S x head_dim, QK^T and PV
+    assert stats.macs == 2 * (projections_and_ffn + attention)
+
+
+@pytest.mark.parametrize(
+    ("op", "flops"),
+    [
+        (lambda x: torch.floor_divide(x, 3), 24),
+        (lambda x: torch.histc(x, bins=4), 24),
+        (lambda x: nn.functional.mse_loss(x, torch.zeros_like(x)), 3 * 24),
+    ],
+)
+def test_untagged_arithmetic_is_priced(op, flops):
+    class Op(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return op(x)
+
+    stats = measure_checked(Op(), input_size=(4, 6))
+    assert stats.uncounted_ops == {}
+    assert stats.flops == flops
