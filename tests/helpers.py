@@ -6,11 +6,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from pytest_modelbudget import ModelStats, measure
 
 
 def _value(tensor: torch.Tensor) -> Any:
+    if is_lazy(tensor):  # nothing to read before a lazy module's first forward
+        return ("lazy", type(tensor))
     # Meta tensors have no data: their shape and dtype are all there is to keep.
     return ("meta", tuple(tensor.shape), tensor.dtype) if tensor.is_meta else tensor.detach().clone()
 
@@ -28,7 +31,10 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
         "identity": {name: id(tensor) for name, tensor in tensors.items()},
         "types": {name: type(tensor) for name, tensor in tensors.items()},
         "values": {name: _value(tensor) for name, tensor in tensors.items()},
-        "grads": {name: _value(t.grad) if t.is_leaf and t.grad is not None else None for name, t in tensors.items()},
+        "grads": {
+            name: _value(t.grad) if not is_lazy(t) and t.is_leaf and t.grad is not None else None
+            for name, t in tensors.items()
+        },
         "requires_grad": {name: t.requires_grad for name, t in tensors.items()},
         "attributes": [(prefix, sorted(vars(module))) for prefix, module in modules],
         "submodules": [(prefix, [id(m) for m in module._modules.values()]) for prefix, module in modules],

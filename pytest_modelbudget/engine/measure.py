@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from torch.nn.parameter import is_lazy
 
 from ..errors import MeasureError
 from ..stats import ModelStats
@@ -25,6 +26,7 @@ from .inventory import TensorInventory
 from .runners import run_cuda, run_fake, run_meta, run_real
 from .step import ForwardError, Step, Watched, first_line
 from .target import MemoryTarget
+from .wrappers import unwrap
 
 MODES = ("inference", "training")
 AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
@@ -70,12 +72,19 @@ def measure(
         raise MeasureError(f"dtype must be a torch.dtype such as torch.float16, found {dtype!r}")
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise MeasureError(f"autocast must be torch.float16 or torch.bfloat16, found {autocast!r}")
+    model, notes = unwrap(model)
+    lazy = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if is_lazy(tensor)]
+    if lazy:
+        raise MeasureError(
+            f"{type(model).__name__} has parameters that are not materialised yet ({', '.join(lazy[:3])}"
+            f"{', ...' if len(lazy) > 3 else ''}: a lazy module such as nn.LazyLinear): run one forward with "
+            "real inputs first, then measure it"
+        )
     args, keywords = call_arguments(model, inputs, input_size, dtype, kwargs)
     tensors = TensorInventory(model)
     target = MemoryTarget.choose(device, tensors)
     step = Step(model, args, keywords, mode, loss_fn, optimizer, autocast, target)
 
-    notes: list[str] = []
     name = type(model).__name__
     try:
         watched = _run_shapes_only(step, tensors)

@@ -74,7 +74,10 @@ class StandIns:
                     (module._modules, submodules),
                     (module.__dict__, attributes),
                 ):
-                    if current.keys() != before.keys() or any(current[k] is not v for k, v in before.items()):
+                    if not isinstance(current, dict):  # a TorchScript module's slots: no clear()
+                        for key, value in before.items():
+                            current[key] = value
+                    elif current.keys() != before.keys() or any(current[k] is not v for k, v in before.items()):
                         current.clear()
                         current.update(before)
 
