@@ -20,6 +20,8 @@ class TensorInventory:
         self.params = dict(model.named_parameters(remove_duplicate=True))
         self.buffers = dict(model.named_buffers(remove_duplicate=True))
         self.all_params = list(model.named_parameters(remove_duplicate=False))
+        #: Packed weights of quantized layers, unpacked: name -> tensor (frozen parameters).
+        self.packed = dict(packed_weights(model))
         self.on_meta = any(t.is_meta for t in (*self.params.values(), *self.buffers.values()))
         first = next(iter((*self.params.values(), *self.buffers.values())), None)
         self.device = first.device if first is not None else torch.device("cpu")
@@ -64,6 +66,10 @@ class TensorInventory:
                 layer.bytes += tensor_bytes(tensor)
                 if is_param:
                     layer.params += tensor.numel()
+        for name, tensor in self.packed.items():
+            for layer in _ancestors(layers, name):
+                layer.bytes += tensor_bytes(tensor)
+                layer.params += tensor.numel()
         for name in counter.macs.keys() | counter.flops.keys():
             for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
                 layer.macs += counter.macs.get(name, 0)
@@ -73,7 +79,7 @@ class TensorInventory:
             for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
                 layer.peak_memory = max(layer.peak_memory or 0, peak)
         layers[""].peak_memory = memory.exact if memory.exact is not None else memory.estimate
-        params = sum(t.numel() for t in self.params.values())
+        params = sum(t.numel() for t in (*self.params.values(), *self.packed.values()))
         trainable = sum(t.numel() for t in self.params.values() if t.requires_grad)
         return ModelStats(
             params=params,
@@ -98,6 +104,19 @@ class TensorInventory:
         )
 
 
+def packed_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The weights and biases that quantized layers keep packed in TorchScript objects
+    (``torch.ao.nn.quantized``: ``_packed_params``), named after the module that holds them."""
+    for prefix, module in model.named_modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.ScriptObject) and value._has_method("unpack"):
+                unpacked = value.unpack()
+                tensors = unpacked if isinstance(unpacked, (tuple, list)) else (unpacked,)
+                for role, tensor in zip(("weight", "bias"), tensors):
+                    if isinstance(tensor, torch.Tensor):
+                        yield f"{prefix}.{role}" if prefix else role, tensor
+
+
 def _ancestors(layers: dict[str, LayerStats], name: str) -> Iterator[LayerStats]:
     """The layers that contain ``name`` (a tensor's or, with a trailing dot, a module's)."""
     parts = name.split(".")
@@ -111,8 +130,13 @@ _SUB_BYTE_BITS = {getattr(torch, f"{kind}{bits}"): bits for kind in ("uint", "in
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:
-    """Storage a tensor needs at its dtype: packed and sub-byte dtypes by their real width."""
+    """Storage a tensor needs at its dtype: packed and sub-byte dtypes by their real width, and a
+    per-channel quantized tensor's scales and zero points with it."""
     bits = _SUB_BYTE_BITS.get(tensor.dtype)
     if bits is not None:
         return (tensor.numel() * bits + 7) // 8
-    return tensor.numel() * tensor.element_size()
+    size = tensor.numel() * tensor.element_size()
+    if tensor.is_quantized and tensor.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        scales, zero_points = tensor.q_per_channel_scales(), tensor.q_per_channel_zero_points()
+        size += scales.numel() * scales.element_size() + zero_points.numel() * zero_points.element_size()
+    return size

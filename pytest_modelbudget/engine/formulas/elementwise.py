@@ -76,7 +76,8 @@ def _pool(args: tuple, kwargs: dict, out: Any) -> Cost:
 
 register_cost(
     "max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices",
-    "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d", "quantized_max_pool1d",
+    "quantized_max_pool2d", "quantized_max_pool3d",
 )(_pool)
 register_cost(
     "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d",

@@ -32,18 +32,29 @@ COSTS: dict[Any, Formula] = {}
 FREE_OPS: set[Any] = set()
 
 
-def register_cost(*targets: Any) -> Callable[[Formula], Formula]:
+def _packet(target: str) -> Any:
+    """``"mm"`` -> ``aten.mm``; ``"quantized::linear"`` -> ``torch.ops.quantized.linear``; None if
+    this build of torch has no such op."""
+    namespace, _, name = target.rpartition("::")
+    try:
+        return getattr(getattr(torch.ops, namespace or "aten"), name)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def register_cost(*targets: str) -> Callable[[Formula], Formula]:
     def register(formula: Formula) -> Formula:
         for target in targets:
-            if hasattr(aten, target):
-                COSTS[getattr(aten, target)] = formula
+            packet = _packet(target)
+            if packet is not None:
+                COSTS[packet] = formula
         return formula
 
     return register
 
 
 def register_free(*targets: str) -> None:
-    FREE_OPS.update(getattr(aten, target) for target in targets if hasattr(aten, target))
+    FREE_OPS.update(packet for packet in map(_packet, targets) if packet is not None)
 
 
 def numel(value: Any) -> int:
