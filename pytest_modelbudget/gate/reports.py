@@ -55,8 +55,10 @@ def terminal_table(records: Iterable[dict[str, Any]]) -> str:
 
 
 def markdown_report(records: Iterable[dict[str, Any]]) -> str:
+    records = list(records)
     headers, rows = summary_rows(records)
-    return "### Model budgets\n\n" + markdown_table(headers, rows) + "\n"
+    notes = "".join(f"\n- {line}" for line in caveat_lines(records))
+    return "### Model budgets\n\n" + markdown_table(headers, rows) + "\n" + (notes[1:] + "\n" if notes else "")
 
 
 def tighten_lines(records: Iterable[dict[str, Any]]) -> list[str]:
@@ -71,6 +73,26 @@ def tighten_lines(records: Iterable[dict[str, Any]]) -> list[str]:
                     "run pytest --update-budgets to tighten it"
                 )
     return lines
+
+
+def caveats(record: dict[str, Any]) -> list[str]:
+    """What makes a budget's figures less than the engine's usual exact fake run: a fall-back to
+    a real run, and ops that did arithmetic no formula prices (left out of macs and flops)."""
+    lines = []
+    if record.get("execution") == "real":
+        why = next((note for note in record.get("notes", []) if note.startswith("fake execution failed")), "")
+        lines.append(f"measured by a real CPU run, not a fake one{': ' + why if why else ''}")
+    uncounted = record.get("uncounted_ops") or {}
+    if uncounted:
+        ops = ", ".join(f"{op} x{count}" for op, count in sorted(uncounted.items()))
+        lines.append(f"{len(uncounted)} op(s) did arithmetic with no formula, left out of macs and flops: {ops}")
+    return lines
+
+
+def caveat_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+    return [
+        f"{record['name']}: {line}" for record in sorted(records, key=lambda r: r["name"]) for line in caveats(record)
+    ]
 
 
 def json_report(records: dict[str, dict[str, Any]], extra: dict[str, Any]) -> str:

@@ -167,7 +167,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     budget_session = _session(config)
     if budget_session is None or _is_worker(config):
         return
-    from ..gate.reports import terminal_table, tighten_lines
+    from ..gate.reports import caveat_lines, terminal_table, tighten_lines
 
     records = budget_session.records
     stale = budget_session.stale
@@ -176,6 +176,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("model budgets")
     if records:
         terminalreporter.write_line(terminal_table(records.values()))
+    for line in caveat_lines(records.values()):
+        terminalreporter.write_line(line, yellow=True)
     for line in tighten_lines(records.values()):
         terminalreporter.write_line(line)
     if budget_session.update:

@@ -13,6 +13,7 @@ import pytest
 from ..budgets.loader import locate
 from ..budgets.schema import DEFAULT_FIGURES, BudgetFile, Entry
 from ..errors import BudgetExceeded, BudgetUsageError
+from ..gate.reports import caveats
 from ..gate.verdict import evaluate, failure_message
 from ..quantities import parse_percent
 from ..stats import LAYER_FIGURES
@@ -119,6 +120,7 @@ class BudgetSession:
             "execution": stats.execution,
             "peak_memory_source": stats.peak_memory_source,
             "notes": stats.notes,
+            "uncounted_ops": stats.uncounted_ops,
         }
         if any(key == RECORD_KEY and value["name"] == name for key, value in item.user_properties):
             raise BudgetUsageError(
@@ -130,11 +132,8 @@ class BudgetSession:
             baseline_layers = (
                 {n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()} if baseline else None
             )
-            raise BudgetExceeded(
-                failure_message(
-                    verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats)
-                )
-            )
+            message = failure_message(verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats))
+            raise BudgetExceeded("\n".join([message, *(f"note: {line}" for line in caveats(record))]))
 
     # -- end of run -----------------------------------------------------------------------------------
     def stale_entries(self) -> list[str]:

@@ -314,3 +314,55 @@ def test_a_declared_model_that_cannot_be_imported_names_the_entry_and_line(proje
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*budgets.toml:6: budgets.net.factory: module 'mymodels' has no attribute 'missing'*"])
     assert "Traceback" not in result.stdout.str()
+
+
+CAVEATS = '''
+import pytest
+import torch
+from torch import nn
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: fake tensors cannot run it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(x) if x.sum() > 0 else x
+
+
+class Solve(nn.Module):
+    """A triangular solve: arithmetic with no FLOP rule yet."""
+
+    def forward(self, x):
+        return torch.linalg.solve_triangular(x, x, upper=True)
+
+
+@pytest.mark.budget(params="100")
+def test_real_run(model_budget):
+    model_budget.check(Branchy(), torch.ones(1, 4))
+
+
+@pytest.mark.budget(peak_memory="100B")
+def test_uncounted(model_budget):
+    model_budget.check(Solve(), input_size=(3, 3))
+'''
+
+
+def test_real_runs_and_uncounted_ops_are_shown_in_the_summary_the_failure_and_the_json(pytester):
+    pytester.makepyfile(test_caveats=CAVEATS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "report.json")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_real_run: measured by a real CPU run, not a fake one: fake execution failed*",
+            "*test_uncounted: 1 op(s) did arithmetic with no formula, left out of macs and flops: linalg_solve_triangular x1",
+        ]
+    )
+    # The failure of the test whose flops cannot be trusted says so.
+    result.stdout.fnmatch_lines(["*note: 1 op(s) did arithmetic with no formula*linalg_solve_triangular x1*"])
+    report = json.loads((pytester.path / "report.json").read_text())["budgets"]
+    assert report["test_caveats.py::test_real_run"]["execution"] == "real"
+    assert report["test_caveats.py::test_uncounted"]["uncounted_ops"] == {"linalg_solve_triangular": 1}
