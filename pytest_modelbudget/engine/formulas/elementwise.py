@@ -30,6 +30,8 @@ register_cost(
 )(_per_input(1))
 register_cost("histc", "_is_all_true", "_is_any_true")(_per_input(1))
 register_cost("_softmax", "_log_softmax", "_safe_softmax")(_per_input(5))
+# Weight norm, w = g * v / ||v||: square and sum for the norm, one scale, per element of v.
+register_cost("_weight_norm_interface")(_per_input(3))
 # Losses: the difference, its square or absolute value, and the reduction: 3 an element.
 register_cost("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")(_per_input(3))
 

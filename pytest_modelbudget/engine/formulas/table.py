@@ -42,12 +42,19 @@ def _packet(target: str) -> Any:
         return None
 
 
+#: Formulas for ops whose library registers them later (torchvision's ops exist once it is
+#: imported), by qualified name; moved into ``COSTS`` when first seen.
+_BY_NAME: dict[str, Formula] = {}
+
+
 def register_cost(*targets: str) -> Callable[[Formula], Formula]:
     def register(formula: Formula) -> Formula:
         for target in targets:
             packet = _packet(target)
             if packet is not None:
                 COSTS[packet] = formula
+            elif "::" in target:
+                _BY_NAME[target] = formula
         return formula
 
     return register
@@ -89,6 +96,10 @@ def cost_of(func: Any, args: tuple, kwargs: dict, out: Any) -> Cost | None:
     """What one call of ``func`` cost, or ``None`` if it did arithmetic no rule prices."""
     packet = func._overloadpacket
     formula = COSTS.get(packet)
+    if formula is None and _BY_NAME:
+        formula = _BY_NAME.pop(packet._qualified_op_name, None)
+        if formula is not None:
+            COSTS[packet] = formula
     if formula is not None:
         return formula(args, kwargs, out)
     if packet in FREE_OPS or func.is_view or func.namespace == "prim":
