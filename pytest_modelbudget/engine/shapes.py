@@ -1,14 +1,18 @@
-"""Shape functions for ops whose meta kernel refuses what their real CPU kernel runs.
+"""Outputs of ops on tensors without data (fake or meta), made here where that is faster or
+where the op's own meta kernel would refuse.
 
-Fake and meta tensors run an op's meta kernel, which for some ops checks more than the shapes:
-``_grouped_mm``'s accepts only bf16 (the CUDA kernel's dtype) where the CPU kernel also runs fp32,
-so an fp32 mixture-of-experts model could not be measured without a real run. For those ops, on
-tensors without data, the output is made here from the shapes alone.
+- Some meta kernels check more than shapes: ``_grouped_mm``'s accepts only bf16 (the CUDA
+  kernel's dtype) where the CPU kernel also runs fp32, so an fp32 mixture-of-experts model could
+  not be measured without a real run. For those ops the output is made from the shapes alone.
+- Meta kernels of pointwise ops are Python (``torch._refs``) and fake tensors add a cache of their
+  own: 100-300 us an op, against a few us on the CPU. Models that loop in Python over time steps
+  (RWKV, Mamba, LSTM cells) run the same op on the same shapes thousands of times; ``ShapeMemo``
+  makes each repeat's output from the first call's output metadata.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensor
@@ -53,3 +57,80 @@ def run(func: Any, args: tuple, kwargs: dict) -> Any:
         if out is not None:
             return out
     return func(*args, **kwargs)
+
+
+class ShapeMemo:
+    """Output metadata of functional ops by their inputs' metadata, for one shape-only run."""
+
+    def __init__(self) -> None:
+        self._outputs: dict[Hashable, tuple[Any, ...]] = {}
+        self._memoizable: dict[Any, bool] = {}
+
+    def run(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        key = self._key(func, args, kwargs)
+        if key is not None:
+            known = self._outputs.get(key)
+            if known is not None:
+                size, stride, dtype, device, fake_mode = known
+                # Made directly, below the dispatch modes: through the fake mode even a factory
+                # costs as much as the op it stands for.
+                with torch._C._DisableTorchDispatch():
+                    meta = torch.empty_strided(size, stride, dtype=dtype, device="meta")
+                    return meta if fake_mode is None else FakeTensor(fake_mode, meta, device)
+        out = run(func, args, kwargs)
+        if key is not None and type(out) in _NO_DATA and not out.is_quantized:
+            fake_mode = out.fake_mode if isinstance(out, FakeTensor) else None
+            self._outputs[key] = (tuple(out.shape), out.stride(), out.dtype, out.device, fake_mode)
+        return out
+
+    def _key(self, func: Any, args: tuple, kwargs: dict) -> Hashable | None:
+        memoizable = self._memoizable.get(func)
+        if memoizable is None:
+            memoizable = self._memoizable[func] = _fresh_tensor_out(func)
+        if not memoizable:
+            return None
+        try:
+            key = (func, _meta_key(args), _meta_key(tuple(kwargs.items())))
+            hash(key)
+        except _NotMemoizable:
+            return None
+        except TypeError:  # an unhashable argument
+            return None
+        return key
+
+
+class _NotMemoizable(Exception):
+    pass
+
+
+_NO_DATA = {FakeTensor, torch.Tensor}
+_SCALARS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format)
+
+
+def _meta_key(values: Any) -> tuple:
+    key = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            if not (isinstance(value, FakeTensor) or value.is_meta) or value.is_quantized or value.is_sparse:
+                raise _NotMemoizable  # a tensor with values: an output may depend on them
+            key.append((type(value), tuple(value.shape), value.stride(), value.dtype, value.device))
+        elif isinstance(value, (tuple, list)):
+            key.append((type(value), _meta_key(value)))
+        elif isinstance(value, _SCALARS):
+            key.append((type(value), value))
+        else:
+            raise _NotMemoizable  # SymInts, script objects, anything else
+    return tuple(key)
+
+
+def _fresh_tensor_out(func: Any) -> bool:
+    """A functional op returning one new tensor whose shape depends on its inputs' shapes only."""
+    schema = func._schema
+    if func.is_view or schema.is_mutable or func.namespace not in ("aten", "prims"):
+        return False
+    if any(tag in func.tags for tag in (torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output)):
+        return False
+    if len(schema.returns) != 1:
+        return False
+    returned = schema.returns[0]
+    return str(returned.type) == "Tensor" and returned.alias_info is None

@@ -80,7 +80,9 @@ class Step:
             approximations = stack.enter_context(adapters.shape_only(self.model)) if shapes_only else []
             if attention is not None:
                 stack.enter_context(attention)
-            counter, foreach = self.run(stand_ins, args, keywords, MemoryLedger(self.target.block), on_cuda)
+            counter, foreach = self.run(
+                stand_ins, args, keywords, MemoryLedger(self.target.block), on_cuda, shapes_only=shapes_only
+            )
         if attention is not None:
             approximations.extend(attention.approximations())
         if foreach:
@@ -110,9 +112,10 @@ class Step:
         keywords: Any,
         ledger: MemoryLedger | None,
         foreach_as_cuda: bool = False,
+        shapes_only: bool = False,
     ) -> tuple[OpCounter, bool]:
         """Run the step; returns its counter and whether the optimizer was switched to foreach."""
-        counter = OpCounter(self.module_names, stand_ins.read_names, ledger)
+        counter = OpCounter(self.module_names, stand_ins.read_names, ledger, shapes_only)
         estimating = ledger is not None
         autocast = self._autocast("cpu" if estimating else "cuda")
         with contextlib.ExitStack() as stack:

@@ -56,9 +56,15 @@ class OpCounter(TorchDispatchMode):
     """Prices every aten op and charges it to the module running it."""
 
     def __init__(
-        self, module_names: dict[int, str], param_names: dict[int, str], ledger: MemoryLedger | None = None
+        self,
+        module_names: dict[int, str],
+        param_names: dict[int, str],
+        ledger: MemoryLedger | None = None,
+        shapes_only: bool = False,
     ) -> None:
         super().__init__()
+        #: Outputs of repeated ops made from their first call's metadata; shape-only runs only.
+        self._memo = shapes.ShapeMemo() if shapes_only else None
         #: Follows allocations and frees when the step's memory is estimated.
         self.ledger = ledger
         self._module_names = module_names
@@ -124,7 +130,7 @@ class OpCounter(TorchDispatchMode):
             if result is not NotImplemented:
                 return result
             self._not_decomposable.add(func)
-        out = shapes.run(func, args, kwargs)
+        out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
         if self.ledger is not None:
             self.ledger.hold_outputs(out, self._stack)
         if self.counting:

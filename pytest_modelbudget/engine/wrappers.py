@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 
@@ -28,8 +30,6 @@ def _wrapped(model: torch.nn.Module) -> torch.nn.Module | None:
 
 
 def _optimized_module_class() -> type | None:
-    try:
-        from torch._dynamo.eval_frame import OptimizedModule
-    except ImportError:  # pragma: no cover - a torch without dynamo
-        return None
-    return OptimizedModule
+    # A compiled model means dynamo is imported already; importing it here would cost a second.
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    return getattr(eval_frame, "OptimizedModule", None)
