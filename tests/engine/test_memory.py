@@ -284,3 +284,27 @@ def test_cuda_figure_is_measured_and_close_to_the_estimate(mode):
     assert stats.peak_memory_estimate == pytest.approx(stats.peak_memory, rel=0.05)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.slow
+def test_a_python_loop_model_gives_the_same_figures_on_fake_and_meta_tensors():
+    # RWKV's CPU path loops over time steps: the repeated ops' outputs are made from the first
+    # call's metadata (engine/shapes.py), on fake and on meta tensors alike.
+    transformers = pytest.importorskip("transformers")
+    config = transformers.RwkvConfig(
+        vocab_size=500, hidden_size=64, num_hidden_layers=2, attention_hidden_size=64, intermediate_size=128,
+        context_length=64,
+    )
+    cpu = transformers.AutoModel.from_config(config).eval()
+    with torch.device("meta"):
+        meta = transformers.AutoModel.from_config(config).eval()
+    ids = torch.zeros(1, 48, dtype=torch.long)
+    on_fake, on_meta = measure_checked(cpu, inputs={"input_ids": ids}), measure_checked(meta, inputs={"input_ids": ids})
+    assert on_fake.execution == on_meta.execution == "fake"
+    assert (on_fake.macs, on_fake.flops, on_fake.peak_memory) == (on_meta.macs, on_meta.flops, on_meta.peak_memory)
+    # Each of the 48 steps of each layer's time-mixing loop is counted.
+    shorter = measure_checked(cpu, inputs={"input_ids": ids[:, :24]})
+    attention = "blocks.0.attention"
+    assert shorter.layers[attention].macs * 2 == on_fake.layers[attention].macs
+    # The loop's pointwise work grows with the steps too (the state set-up does not).
+    assert 1.99 < on_fake.layers[attention].flops / shorter.layers[attention].flops < 2
