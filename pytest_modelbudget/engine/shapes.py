@@ -4,6 +4,11 @@ where the op's own meta kernel would refuse.
 - Some meta kernels check more than shapes: ``_grouped_mm``'s accepts only bf16 (the CUDA
   kernel's dtype) where the CPU kernel also runs fp32, so an fp32 mixture-of-experts model could
   not be measured without a real run. For those ops the output is made from the shapes alone.
+- Some meta kernels get a size wrong: oneDNN's LSTM layer (``mkldnn_rnn_layer``, ``nn.LSTM`` on
+  CPU) returns an empty workspace, where in training the real kernel keeps one of about 15 KB per
+  time step and batch row for backward (an LSTM language model's training peak was 37% low).
+  Its size follows oneDNN's own layout; it is taken from the kernel, run once per shape on
+  uninitialised CPU tensors.
 - Meta kernels of pointwise ops are Python (``torch._refs``) and fake tensors add a cache of their
   own: 100-300 us an op, against a few us on the CPU. Models that loop in Python over time steps
   (RWKV, Mamba, LSTM cells) run the same op on the same shapes thousands of times; ``ShapeMemo``
@@ -43,17 +48,59 @@ def _grouped_mm_output(
     return torch.empty(size, dtype=out_dtype or mat_a.dtype, device=mat_a.device)
 
 
-#: op overload -> function(*args, **kwargs) returning the output, or None to run the op itself.
-SHAPE_FUNCTIONS: dict[Any, Callable[..., torch.Tensor | None]] = {
-    aten._grouped_mm.default: _grouped_mm_output,
+def _mkldnn_rnn_layer_output(func: Any, args: tuple, kwargs: dict) -> Any:
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    train = args[15] if len(args) > 15 else kwargs.get("train", False)
+    if not train or not _has_no_data(*tensors):
+        return None
+    output, hy, cy, _ = func(*args, **kwargs)
+    return output, hy, cy, _no_data_like(output, (_rnn_workspace_bytes(args),), torch.uint8)
+
+
+_RNN_WORKSPACES: dict[Hashable, int] = {}
+
+
+def _rnn_workspace_bytes(args: tuple) -> int:
+    key = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else a for a in args)
+    if key not in _RNN_WORKSPACES:
+        with torch._C._DisableTorchDispatch():
+            real = [torch.empty(a.shape, dtype=a.dtype) if isinstance(a, torch.Tensor) else a for a in args]
+            _RNN_WORKSPACES[key] = aten.mkldnn_rnn_layer.default(*real)[3].numel()
+    return _RNN_WORKSPACES[key]
+
+
+def _no_data_like(reference: torch.Tensor, size: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A new contiguous tensor without data beside ``reference`` (fake or meta)."""
+    stride = tuple(int(s) for s in torch.empty(size, device="meta").stride())
+    fake_mode = reference.fake_mode if isinstance(reference, FakeTensor) else None
+    return _no_data_tensor(size, stride, dtype, reference.device, fake_mode)
+
+
+def _no_data_tensor(size: Any, stride: Any, dtype: torch.dtype, device: torch.device, fake_mode: Any) -> torch.Tensor:
+    # Made directly, below the dispatch modes: through the fake mode even a factory costs as
+    # much as the op it stands for.
+    with torch._C._DisableTorchDispatch():
+        meta = torch.empty_strided(size, stride, dtype=dtype, device="meta")
+        return meta if fake_mode is None else FakeTensor(fake_mode, meta, device)
+
+
+def _grouped_mm(func: Any, args: tuple, kwargs: dict) -> Any:
+    return _grouped_mm_output(*args, **kwargs)
+
+
+#: op overload -> function(func, args, kwargs) returning the output, or None to run the op itself.
+SHAPE_FUNCTIONS: dict[Any, Callable[[Any, tuple, dict], Any]] = {
+    aten._grouped_mm.default: _grouped_mm,
+    aten.mkldnn_rnn_layer.default: _mkldnn_rnn_layer_output,
 }
 
 
 def run(func: Any, args: tuple, kwargs: dict) -> Any:
-    """``func(*args, **kwargs)``, from its shape function where its meta kernel would refuse."""
+    """``func(*args, **kwargs)``, from its shape function where its meta kernel would refuse or
+    get a size wrong."""
     shape_function = SHAPE_FUNCTIONS.get(func)
     if shape_function is not None:
-        out = shape_function(*args, **kwargs)
+        out = shape_function(func, args, kwargs)
         if out is not None:
             return out
     return func(*args, **kwargs)
@@ -71,12 +118,7 @@ class ShapeMemo:
         if key is not None:
             known = self._outputs.get(key)
             if known is not None:
-                size, stride, dtype, device, fake_mode = known
-                # Made directly, below the dispatch modes: through the fake mode even a factory
-                # costs as much as the op it stands for.
-                with torch._C._DisableTorchDispatch():
-                    meta = torch.empty_strided(size, stride, dtype=dtype, device="meta")
-                    return meta if fake_mode is None else FakeTensor(fake_mode, meta, device)
+                return _no_data_tensor(*known)
         out = run(func, args, kwargs)
         if key is not None and type(out) in _NO_DATA and not out.is_quantized:
             fake_mode = out.fake_mode if isinstance(out, FakeTensor) else None
