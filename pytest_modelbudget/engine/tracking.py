@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from typing import Any, Iterator
 
 import torch
+from torch._C import DispatchKey
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -50,6 +51,18 @@ def _tensors(values: Any) -> Iterator[torch.Tensor]:
             yield value
         elif isinstance(value, (list, tuple)):
             yield from _tensors(value)
+
+
+_BACKENDS = {"cpu": DispatchKey.CPU, "meta": DispatchKey.CPU, "cuda": DispatchKey.CUDA}
+
+
+def _has_own_kernel(func: Any, args: tuple) -> bool:
+    """Whether the device would run ``func`` as a kernel of its own rather than its composite
+    decomposition (``silu_backward`` has both: decomposed, it held temporaries the CPU kernel
+    never allocates). Fake and meta tensors stand for the CPU unless they say CUDA."""
+    device = next((t.device.type for t in _tensors(args)), "cpu")
+    key = _BACKENDS.get(device)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
 
 
 class OpCounter(TorchDispatchMode):
@@ -124,9 +137,12 @@ class OpCounter(TorchDispatchMode):
                 if name is not None:
                     self.params_read.add(name)
         if func.namespace == "aten" and not has_formula(func) and func not in self._not_decomposable:
-            # Composite ops (linear, einsum, matmul, LSTM cells) are priced by what they run.
-            with self:
-                result = func.decompose(*args, **kwargs)
+            # Composite ops (linear, einsum, matmul, LSTM cells) are priced by what they run;
+            # ops that also have a kernel of their own run as that one kernel, as on the device.
+            result = NotImplemented
+            if not _has_own_kernel(func, args):
+                with self:
+                    result = func.decompose(*args, **kwargs)
             if result is not NotImplemented:
                 return result
             self._not_decomposable.add(func)
