@@ -48,3 +48,13 @@ def test_errors_are_one_line_not_a_traceback():
     assert result.returncode == 2
     assert "needs inputs: pass inputs=... or input_size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_console_script_finds_the_project_modules():
+    script = Path(sys.executable).parent / "pytest-modelbudget"
+    done = subprocess.run(
+        [str(script), "examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--format", "json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["params"] == 15_130
