@@ -18,6 +18,8 @@ FIGURES: dict[str, Kind] = {
     "macs": "count",
     "flops": "count",
     "peak_memory": "bytes",
+    #: How many parameters forward never read: a limit of 0 fails on a dead layer and names it.
+    "unused_params": "count",
 }
 
 #: Figures that are also recorded per layer (and so can be diffed layer by layer).
@@ -74,6 +76,7 @@ class ModelStats:
     def figures(self) -> dict[str, int]:
         """The figures a budget can limit, those that were measured."""
         values = {name: getattr(self, name) for name in FIGURES}
+        values["unused_params"] = len(self.unused_params)
         return {name: value for name, value in values.items() if value is not None}
 
     def to_dict(self) -> dict[str, Any]:

@@ -63,6 +63,10 @@ class _Baseline(_Strict):
     """Figures recorded by ``--update-budgets``: totals, then one inline table per layer."""
 
     layers: dict[str, LayerBaseline] = Field(default_factory=dict)  # type: ignore[valid-type]
+    #: How the recorded peak_memory was obtained: "cuda" (measured) or "estimate".
+    peak_memory_source: Literal["cuda", "estimate"] | None = None
+    #: The torch version the baseline was recorded with: figures may move between versions.
+    torch: str | None = None
 
     def totals(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in FIGURES if getattr(self, name) is not None}

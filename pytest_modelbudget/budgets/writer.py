@@ -14,6 +14,9 @@ from tomlkit.items import Table
 
 from ..stats import FIGURES, LAYER_FIGURES
 
+#: What a baseline records beside its figures: how peak_memory was obtained, and with which torch.
+PROVENANCE = ("peak_memory_source", "torch")
+
 
 def update_baselines(
     path: Path, records: Mapping[str, Mapping[str, Any]], remove: Iterable[str] = ()
@@ -52,6 +55,10 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
         value = record["figures"].get(figure)
         if value is not None and baseline.get(figure) != value:
             baseline[figure] = value
+    for key in PROVENANCE:
+        value = record.get(key)
+        if value is not None and baseline.get(key) != value:
+            baseline[key] = value
     layers = baseline.get("layers")
     created = layers is None
     if layers is None:

@@ -20,6 +20,8 @@ class FigureCheck:
     limit: int | None
     baseline: int | None
     status: Status
+    #: What the figure counts, where a reader needs it (the unused parameters' names).
+    names: tuple[str, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -33,7 +35,8 @@ class FigureCheck:
         value = format_quantity(self.value, kind)
         if self.status == "over_limit":
             assert self.limit is not None
-            return f"{self.figure} {value} > limit {format_quantity(self.limit, kind)} ({_change(self.value, self.limit)})"
+            line = f"{self.figure} {value} > limit {format_quantity(self.limit, kind)} ({_change(self.value, self.limit)})"
+            return line + (f": {', '.join(self.names)}" if self.names else "")
         assert self.baseline is not None
         relation = ">" if self.status == "over_baseline" else "<"
         return (
@@ -54,10 +57,12 @@ class Verdict:
     name: str
     checks: list[FigureCheck] = field(default_factory=list)
     tolerance: float = 0.0
+    #: Failures that are not a figure over its limit: a baseline required but not recorded.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return any(check.failed for check in self.checks)
+        return bool(self.problems) or any(check.failed for check in self.checks)
 
     @property
     def status(self) -> str:
@@ -68,7 +73,12 @@ class Verdict:
         return "passed"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "tolerance": self.tolerance, "checks": [asdict(c) for c in self.checks]}
+        return {
+            "status": self.status,
+            "tolerance": self.tolerance,
+            "checks": [asdict(c) for c in self.checks],
+            "problems": self.problems,
+        }
 
 
 def evaluate(
@@ -78,9 +88,18 @@ def evaluate(
     baseline: dict[str, int] | None,
     tolerance: float,
     compared: tuple[str, ...] | list[str],
+    *,
+    require_baseline: bool = False,
+    names: dict[str, tuple[str, ...]] | None = None,
 ) -> Verdict:
-    """Each limited figure against its limit; each compared figure against the baseline."""
+    """Each limited figure against its limit; each compared figure against the baseline. With
+    ``require_baseline`` (strict mode, CI) a budget without one fails: a gate that compares
+    nothing must not pass."""
     verdict = Verdict(name=name, tolerance=tolerance)
+    if require_baseline and baseline is None:
+        verdict.problems.append(
+            f"no baseline recorded for {name!r}: run pytest --update-budgets and commit budgets.toml"
+        )
     for figure in FIGURES:
         value = figures.get(figure)
         limit = limits.get(figure)
@@ -98,7 +117,8 @@ def evaluate(
             status = "over_baseline"
         elif reference is not None and value < reference * (1 - tolerance):
             status = "tighten"
-        verdict.checks.append(FigureCheck(figure, value, limit, reference, status))
+        shown = (names or {}).get(figure, ()) if status == "over_limit" else ()
+        verdict.checks.append(FigureCheck(figure, value, limit, reference, status, shown))
     return verdict
 
 
@@ -113,10 +133,13 @@ def failure_message(
     baseline_layers: dict[str, dict[str, int]] | None,
     verbose: int = 0,
     memory_source: str | None = None,
+    notes: list[str] | None = None,
 ) -> str:
     failing = [check for check in verdict.checks if check.failed]
-    lines = [f"model budget {verdict.name!r} exceeded:"]
+    lines = [f"model budget {verdict.name!r} {'exceeded' if failing else 'not checked'}:"]
+    lines += [f"  {problem}" for problem in verdict.problems]
     lines += [f"  {check.line(verdict.tolerance)}" for check in failing]
+    lines += [f"  note: {note}" for note in notes or []]
     if memory_source and any(check.figure == "peak_memory" and check.value is not None for check in failing):
         # A figure estimated on CI and one measured on a GPU differ by the estimate's error.
         lines.append(f"  (peak_memory: {memory_source})")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .options import MARKER_HELP, add_options, budget_path
+from .options import MARKER_HELP, add_options, budget_path, named_file, strict
 
 if TYPE_CHECKING:
     from .fixture import ModelBudget
@@ -32,6 +32,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from .session import SESSION_KEY, BudgetSession, parse_tolerance_option
 
     path = budget_path(config)
+    named = named_file(config)
+    if named and not path.exists() and not config.getoption("update_budgets"):
+        # A typo here would make every budget "new" and the run pass having checked nothing.
+        raise pytest.UsageError(
+            f"{named}: no such budget file ({path}); fix the path, or create it with pytest --update-budgets"
+        )
     try:
         budget_file = load_budget_file(path)
     except BudgetFileError as exc:
@@ -43,6 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
         update=config.getoption("update_budgets"),
         prune=config.getoption("prune_budgets"),
         default_tolerance=parse_tolerance_option(config.getini("modelbudget_tolerance"), "ini option modelbudget_tolerance"),
+        strict=strict(config),
     )
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "modelbudget-session")
@@ -115,6 +122,25 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         raise pytest.UsageError("invalid budget marker(s):\n  " + "\n  ".join(problems))
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call" and report.passed and _session(item.config) is not None:
+        from .fixture import MARKER_KEY
+        from .session import RECORD_KEY
+
+        marker = item.stash.get(MARKER_KEY, None)
+        if marker is not None and not any(key == RECORD_KEY for key, _ in item.user_properties):
+            # A budget marker that nothing held a model to would pass for ever.
+            limits = ", ".join(f"{figure}={value}" for figure, value in marker.limits.items())
+            report.outcome = "failed"
+            report.longrepr = (
+                f"{item.nodeid}: @pytest.mark.budget({limits}) but model_budget.check() was never called: "
+                "call it on the model this test budgets, or remove the marker"
+            )
+    return report
+
+
 @pytest.fixture
 def model_budget(request: pytest.FixtureRequest) -> ModelBudget:
     """Measure models and hold them to their budget: ``model_budget.check(model, input_size=...)``."""
@@ -141,6 +167,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     remove = budget_session.stale if budget_session.prune else []
     if records or remove:
         budget_session.written = update_baselines(budget_session.path, records, remove)
+    if budget_session.strict and budget_session.stale and not budget_session.prune and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     _write_reports(config, budget_session)
 
 
@@ -191,4 +219,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for name in stale:
             terminalreporter.write_line(f"  {name}")
         if not budget_session.prune:
-            terminalreporter.write_line("  remove them with pytest --update-budgets --prune-budgets")
+            terminalreporter.write_line(
+                "  remove them with pytest --update-budgets --prune-budgets"
+                + (" (strict mode: they fail the run)" if budget_session.strict else ""),
+                red=budget_session.strict,
+            )

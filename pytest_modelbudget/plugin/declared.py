@@ -29,6 +29,8 @@ class DeclaredModel(pytest.Item):
     def __init__(self, *, entry: Entry, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.entry = entry
+        # As in-code budget tests carry it: -m "not budget" deselects declared models too.
+        self.add_marker(pytest.mark.budget)
 
     def runtest(self) -> None:
         __tracebackhide__ = True

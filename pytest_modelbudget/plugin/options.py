@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+DEFAULT_FILE = "budgets.toml"
 
 MARKER_HELP = (
     "budget(**limits, tolerance=None, name=None, mode=None): hold the models this test checks "
@@ -26,11 +29,19 @@ def add_options(parser: pytest.Parser) -> None:
         default=False,
         help="with a full run, remove budget entries whose test no longer exists",
     )
+    group.addoption(
+        "--budget-strict",
+        action="store_true",
+        default=None,
+        help="fail budgets without a baseline, markers never checked and stale entries "
+        "(the default when the CI environment variable is set)",
+    )
     group.addoption("--budgets-file", default=None, metavar="PATH", help="budget file (default: budgets.toml at the rootdir)")
     group.addoption("--budget-json", default=None, metavar="PATH", help="write every figure and verdict as JSON")
     group.addoption("--budget-markdown", default=None, metavar="PATH", help="write the summary table as Markdown")
-    parser.addini("modelbudget_file", "budget file, relative to the ini file", default="budgets.toml")
+    parser.addini("modelbudget_file", "budget file, relative to the ini file", default=DEFAULT_FILE)
     parser.addini("modelbudget_tolerance", 'default tolerance above a baseline, e.g. "1%"', default="1%")
+    parser.addini("modelbudget_strict", "strict mode (as --budget-strict); default: on when CI is set", type="bool", default=None)
 
 
 def budget_path(config: pytest.Config) -> Path:
@@ -39,3 +50,25 @@ def budget_path(config: pytest.Config) -> Path:
         return Path(option).resolve()
     base = config.inipath.parent if config.inipath else config.rootpath
     return (base / config.getini("modelbudget_file")).resolve()
+
+
+def strict(config: pytest.Config) -> bool:
+    """Strict mode: ``--budget-strict``, else the ini option, else whether ``CI`` is set (GitHub,
+    GitLab, CircleCI, Travis, Buildkite and Azure set it), as syrupy fails a missing snapshot in CI."""
+    if config.getoption("budget_strict"):
+        return True
+    configured = config.getini("modelbudget_strict")
+    if configured is not None:
+        return bool(configured)
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def named_file(config: pytest.Config) -> str | None:
+    """The budget file the user named (option or ini), as written; None for the default."""
+    option = config.getoption("budgets_file")
+    if option:
+        return f"--budgets-file {option}"
+    configured = config.getini("modelbudget_file")
+    if configured != DEFAULT_FILE:
+        return f"modelbudget_file = {configured}"
+    return None

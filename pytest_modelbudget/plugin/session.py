@@ -41,6 +41,9 @@ class BudgetSession:
     update: bool
     prune: bool
     default_tolerance: float
+    #: Fail what would pass without checking anything: budgets without a baseline, markers never
+    #: checked, stale entries (``--budget-strict``, or CI).
+    strict: bool = False
     #: name -> record, filled from test reports (so it works the same under pytest-xdist)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     collected_ids: set[str] = field(default_factory=set)
@@ -103,6 +106,8 @@ class BudgetSession:
             baseline.totals() if baseline else None,
             tolerance,
             self.compared_figures(),
+            require_baseline=self.strict and not self.update,
+            names={"unused_params": tuple(stats.unused_params)},
         )
         layers = {
             layer_name: {"type": layer.type, **{f: getattr(layer, f) for f in LAYER_FIGURES if getattr(layer, f) is not None}}
@@ -121,6 +126,7 @@ class BudgetSession:
             "peak_memory_source": stats.peak_memory_source,
             "notes": stats.notes,
             "uncounted_ops": stats.uncounted_ops,
+            "torch": torch_version(),
         }
         if any(key == RECORD_KEY and value["name"] == name for key, value in item.user_properties):
             raise BudgetUsageError(
@@ -132,8 +138,10 @@ class BudgetSession:
             baseline_layers = (
                 {n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()} if baseline else None
             )
-            message = failure_message(verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats))
-            raise BudgetExceeded("\n".join([message, *(f"note: {line}" for line in caveats(record))]))
+            notes = [*provenance_notes(baseline, stats), *caveats(record)] if baseline else caveats(record)
+            raise BudgetExceeded(
+                failure_message(verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats), notes)
+            )
 
     # -- end of run -----------------------------------------------------------------------------------
     def stale_entries(self) -> list[str]:
@@ -161,6 +169,27 @@ def parse_tolerance_option(value: str, source: str) -> float:
         return parse_percent(value)
     except ValueError as exc:
         raise pytest.UsageError(f"{source}: {exc}") from None
+
+
+def provenance_notes(baseline: Any, stats: ModelStats) -> list[str]:
+    """Where the baseline and this run were not obtained alike, so figures may differ for that
+    alone: peak memory measured on one side and estimated on the other, another torch."""
+    notes = []
+    recorded = baseline.peak_memory_source
+    if recorded and stats.peak_memory_source and recorded != stats.peak_memory_source:
+        words = {"cuda": "measured on CUDA", "estimate": "estimated"}
+        notes.append(
+            f"the baseline's peak_memory was {words[recorded]}, this run's is {words[stats.peak_memory_source]}: "
+            "they differ by the estimate's error (docs/MEMORY.md)"
+        )
+    now = torch_version()
+    if baseline.torch and _minor(baseline.torch) != _minor(now):
+        notes.append(f"the baseline was recorded with torch {baseline.torch}, this run uses torch {now}")
+    return notes
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split("+")[0].split(".")[:2])
 
 
 def memory_source(stats: ModelStats) -> str | None:
