@@ -40,18 +40,31 @@ def _storage(tensor: torch.Tensor) -> Any:
 
 
 class MemoryLedger:
-    """Bytes held by live storages during a step: the current total, the peak, and the peak
-    while each module ran."""
+    """Bytes held by live storages during a step: the current total, the peak, and for each
+    module what its forward added at its own peak on top of what was held when it started (so
+    that a layer whose code did not change shows no change, whatever ran before it)."""
 
     def __init__(self, block: int) -> None:
         self.block = block
         self.current = 0
         self.peak = 0
+        #: module name -> the most its forward added (over all its calls).
         self.module_peaks: dict[str, int] = {}
+        # The modules running now: [name, held when it started, peak since].
+        self._frames: list[list[Any]] = []
         # id(storage) -> (bytes charged, weak reference that un-charges them when it dies)
         self._held: dict[int, tuple[int, weakref.ref]] = {}
 
-    def hold(self, tensors: Iterable[Any], active: Iterable[str] = ()) -> None:
+    def enter(self, name: str) -> None:
+        self._frames.append([name, self.current, self.current])
+
+    def leave(self, name: str) -> None:
+        if self._frames and self._frames[-1][0] == name:
+            _, start, peak = self._frames.pop()
+            if peak - start > self.module_peaks.get(name, -1):
+                self.module_peaks[name] = peak - start
+
+    def hold(self, tensors: Iterable[Any]) -> None:
         """Charge the storages of ``tensors`` not held yet (an op's outputs, the model's weights)."""
         grew = False
         for tensor in tensors:
@@ -74,17 +87,16 @@ class MemoryLedger:
                 self.current += size
             grew = True
         if grew:
-            self.observe(active)
+            self.observe()
 
-    def observe(self, active: Iterable[str]) -> None:
+    def observe(self) -> None:
         """Record the current total as a candidate peak, for the step and each running module."""
         current = self.current
         if current > self.peak:
             self.peak = current
-        peaks = self.module_peaks
-        for name in active:
-            if current > peaks.get(name, 0):
-                peaks[name] = current
+        for frame in self._frames:
+            if current > frame[2]:
+                frame[2] = current
 
     def _freer(self, key: int) -> Any:
         def free(_: weakref.ref) -> None:
@@ -94,11 +106,11 @@ class MemoryLedger:
 
         return free
 
-    def hold_outputs(self, out: Any, active: Iterable[str]) -> None:
+    def hold_outputs(self, out: Any) -> None:
         if isinstance(out, torch.Tensor):
-            self.hold((out,), active)
+            self.hold((out,))
         elif isinstance(out, (tuple, list)):
-            self.hold(tree_leaves(out), active)
+            self.hold(tree_leaves(out))
 
 
 @contextmanager

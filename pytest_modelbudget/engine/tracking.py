@@ -99,13 +99,14 @@ class OpCounter(TorchDispatchMode):
             if self.counting:
                 self.calls[name] += 1
             if self.ledger is not None:
-                # What is held when a module starts counts towards the peak while it runs.
-                self.ledger.observe((name,))
+                self.ledger.enter(name)
 
     def _leave_module(self, module: torch.nn.Module, *args: Any) -> None:
         name = self._module_names.get(id(module))
         if name is not None and self._stack and self._stack[-1] == name:
             self._stack.pop()
+            if self.ledger is not None:
+                self.ledger.leave(name)
 
     @contextlib.contextmanager
     def watching(self) -> Iterator[OpCounter]:
@@ -148,7 +149,7 @@ class OpCounter(TorchDispatchMode):
             self._not_decomposable.add(func)
         out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
         if self.ledger is not None:
-            self.ledger.hold_outputs(out, self._stack)
+            self.ledger.hold_outputs(out)
         if self.counting:
             self._charge(func, args, kwargs, out)
         return out

@@ -125,6 +125,9 @@ def evaluate(
 # --- the failure message -------------------------------------------------------------------------
 
 MAX_LAYER_ROWS = 15
+#: The per-layer diff's column groups, most telling first; at most MAX_DIFF_FIGURES unless -vv.
+DIFF_ORDER = ("params", "macs", "peak_memory", "bytes", "flops")
+MAX_DIFF_FIGURES = 3
 
 
 def failure_message(
@@ -136,17 +139,24 @@ def failure_message(
     notes: list[str] | None = None,
 ) -> str:
     failing = [check for check in verdict.checks if check.failed]
-    lines = [f"model budget {verdict.name!r} {'exceeded' if failing else 'not checked'}:"]
-    lines += [f"  {problem}" for problem in verdict.problems]
-    lines += [f"  {check.line(verdict.tolerance)}" for check in failing]
+    reasons = [*verdict.problems, *(check.line(verdict.tolerance) for check in failing)]
+    # The first line alone tells the story in pytest's short summary (-rA, -rf).
+    headline = f"{verdict.name}: {reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
+    lines = [headline, f"model budget {verdict.name!r} {'exceeded' if failing else 'not checked'}:"]
+    lines += [f"  {reason}" for reason in reasons]
     lines += [f"  note: {note}" for note in notes or []]
     if memory_source and any(check.figure == "peak_memory" and check.value is not None for check in failing):
         # A figure estimated on CI and one measured on a GPU differ by the estimate's error.
         lines.append(f"  (peak_memory: {memory_source})")
-    figures = [c.figure for c in failing if c.figure in LAYER_FIGURES] or ["params", "macs"]
+    if not failing:
+        return "\n".join(lines)
+    failed = {c.figure for c in failing}
+    figures = [f for f in DIFF_ORDER if f in failed] or ["params", "macs"]
+    if verbose < 2:
+        figures = figures[:MAX_DIFF_FIGURES]  # bytes and flops mostly follow params and macs
     limit = None if verbose >= 2 else MAX_LAYER_ROWS
     if baseline_layers:
-        lines += ["", "per-layer change against the baseline (largest first):"]
+        lines += ["", f"layers whose own {', '.join(figures)} changed (largest {figures[0]} change first):"]
         lines.append(_indent(layer_diff(layers, baseline_layers, figures, limit)))
     else:
         lines += ["", f"largest layers by {figures[0]} (no baseline recorded; run pytest --update-budgets):"]
@@ -158,53 +168,62 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
+def own_figures(layers: dict[str, dict[str, Any]], figures: list[str]) -> dict[str, dict[str, int]]:
+    """Each layer's own figures: its total less its direct children's, so that a parent shows a
+    change only where its own code (outside its children) changed. ``peak_memory`` is already a
+    layer's own (what its forward adds), so it is kept as it is."""
+    own: dict[str, dict[str, int]] = {}
+    for name, figures_of in layers.items():
+        own[name] = {f: figures_of[f] for f in figures if figures_of.get(f) is not None}
+    for name, figures_of in layers.items():
+        if not name:
+            continue
+        parent = name.rpartition(".")[0]
+        if parent not in own:
+            continue
+        for figure in figures:
+            if figure != "peak_memory" and figures_of.get(figure) is not None and figure in own[parent]:
+                own[parent][figure] -= figures_of[figure]
+    return own
+
+
 def layer_diff(
     layers: dict[str, dict[str, Any]],
     baseline_layers: dict[str, dict[str, int]],
     figures: list[str],
     limit: int | None,
 ) -> str:
-    """Layers added, removed, grown and shrunk for ``figures``; largest absolute change first."""
-    rows: list[tuple[int, list[str]]] = []
-    for name in sorted(layers.keys() | baseline_layers.keys()):
-        if name == "":
+    """One row per layer whose own figures changed (added, removed, grown, shrunk), ranked by the
+    change of ``figures[0]``, the figure that failed; a column group per figure."""
+    now, before = own_figures(layers, figures), own_figures(baseline_layers, figures)
+    rows: list[tuple[tuple[int, ...], list[str]]] = []
+    for name in sorted(now.keys() | before.keys()):
+        new, old = now.get(name), before.get(name)
+        changes = [(new or {}).get(f, 0) - (old or {}).get(f, 0) for f in figures]
+        if not any(changes):
             continue
-        now, before = layers.get(name), baseline_layers.get(name)
-        for figure in figures:
-            new = None if now is None else now.get(figure)
-            old = None if before is None else before.get(figure)
-            if new == old or (new is None and old is None):
-                continue
+        status = "added" if old is None else "removed" if new is None else "grown" if changes[0] > 0 or (changes[0] == 0 and any(c > 0 for c in changes)) else "shrunk"
+        row = [name or "(root)", (layers.get(name) or {}).get("type", "-"), status]
+        for figure, change in zip(figures, changes):
             kind = FIGURES[figure]
-            if old is None:
-                change, status = new or 0, "added"
-            elif new is None:
-                change, status = -old, "removed"
-            else:
-                change, status = new - old, "grown" if new > old else "shrunk"
-            if change == 0:
-                continue
-            percent = "" if not old else f" ({format_percent((new or 0) / old - 1)})"
-            rows.append(
-                (
-                    abs(change),
-                    [
-                        name,
-                        status,
-                        figure,
-                        "-" if old is None else format_quantity(old, kind),
-                        "-" if new is None else format_quantity(new, kind),
-                        ("+" if change > 0 else "-") + format_quantity(abs(change), kind) + percent,
-                    ],
-                )
-            )
+            before_value, after_value = (old or {}).get(figure), (new or {}).get(figure)
+            percent = f" ({format_percent(change / before_value)})" if before_value and change else ""
+            row += [
+                "-" if old is None or before_value is None else format_quantity(before_value, kind),
+                "-" if new is None or after_value is None else format_quantity(after_value, kind),
+                ("=" if change == 0 else ("+" if change > 0 else "-") + format_quantity(abs(change), kind) + percent),
+            ]
+        rows.append((tuple(-abs(c) for c in changes), row))
     if not rows:
-        return "(no layer changed: the growth is in code outside any submodule)"
-    rows.sort(key=lambda row: -row[0])
+        return "(no layer's own figures changed)"
+    rows.sort(key=lambda item: item[0])
     shown = rows if limit is None else rows[:limit]
-    table = text_table(["layer", "", "figure", "baseline", "now", "change"], [r for _, r in shown], right_align_from=3)
+    headers = ["layer", "type", ""]
+    for figure in figures:
+        headers += [f"{figure} before", "after", "change"]
+    table = text_table(headers, [row for _, row in shown], right_align_from=3)
     if len(shown) < len(rows):
-        table += f"\n... {len(rows) - len(shown)} more rows (-vv shows all)"
+        table += f"\n... {len(rows) - len(shown)} more layers (-vv shows all)"
     return table
 
 

@@ -135,9 +135,12 @@ class BudgetSession:
             )
         item.user_properties.append((RECORD_KEY, record))
         if verdict.failed:
-            baseline_layers = (
-                {n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()} if baseline else None
-            )
+            baseline_layers = None
+            if baseline:
+                # The root's line is the totals: what is left of them after the children is the
+                # code of the model's own forward.
+                baseline_layers = {"": {f: v for f, v in baseline.totals().items() if f in LAYER_FIGURES}}
+                baseline_layers.update({n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()})
             notes = [*provenance_notes(baseline, stats), *caveats(record)] if baseline else caveats(record)
             raise BudgetExceeded(
                 failure_message(verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats), notes)

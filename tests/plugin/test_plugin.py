@@ -73,11 +73,15 @@ def test_update_then_grow_fails_with_a_per_layer_diff(project):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
+            "*net: params 424 > baseline 314 (+35.0%, tolerance 1%) (and 2 more)*",
             "*params 424 > baseline 314 (+35.0%, tolerance 1%)*",
-            "*per-layer change against the baseline*",
-            "*extra*added*params*-*110*",
+            "*layers whose own params, bytes, peak_memory changed (largest params change first):*",
+            "*layer*type*params before*after*change*",
+            "*extra*Linear*added*-*110*+110*",
         ]
     )
+    # Layers whose code did not change show no change, memory included.
+    assert not any(line.strip().startswith(("conv ", "head ")) for line in result.stdout.lines)
     assert "Traceback" not in result.stdout.str()
 
 

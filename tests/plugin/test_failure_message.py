@@ -1,0 +1,93 @@
+"""A failure names the change (SPEC §7): leaf layers first, ranked by the figure that failed, each
+layer's own figures, and the numbers in the first line."""
+
+from __future__ import annotations
+
+import pytest
+
+BLOCK = '''
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, dim=32, hidden=64):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 4, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.linear1 = nn.Linear(dim, hidden)
+        self.dropout = nn.Dropout(0.1)
+        self.linear2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.linear2(self.dropout(torch.relu(self.linear1(self.norm2(x)))))
+
+
+class CNN(nn.Module):
+    def __init__(self, extra=False):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), *([nn.Conv2d(16, 16, 3, padding=1)] if extra else []))
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)).mean((2, 3)))
+'''
+
+BUDGETS = '''
+[budgets.block]
+factory = "mymodels:Block"
+input_size = [2, 16, 32]
+
+[budgets.cnn]
+factory = "mymodels:CNN"
+input_size = [1, 3, 16, 16]
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(mymodels=BLOCK)
+    pytester.syspathinsert()
+    pytester.makefile(".toml", budgets=BUDGETS)
+    pytester.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=2)
+    return pytester
+
+
+def _diff_rows(output: str) -> list[str]:
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("layers whose own"))
+    rows = []
+    for line in lines[start + 3 :]:
+        if not line.startswith("  ") or line.startswith("  ..."):
+            break
+        rows.append(line.split()[0])
+    return rows
+
+
+def test_a_widened_ffn_shows_its_two_linears_first_and_nothing_else_but_the_root(project):
+    project.makefile(".toml", budgets=project.path.joinpath("budgets.toml").read_text().replace(
+        'factory = "mymodels:Block"', 'factory = "mymodels:Block"\nkwargs = { hidden = 80 }'))
+    result = project.runpytest("-p", "no:cacheprovider", "-rf", "-k", "block")
+    result.assert_outcomes(failed=1)
+    # By hand: norms 2 x 64, attention 3 x 32 x 32 + 96 + 32 x 32 + 32, linear1 32 x hidden + hidden,
+    # linear2 hidden x 32 + 32: 8,544 at hidden 64, 9,584 at 80.
+    result.stdout.fnmatch_lines(["FAILED budgets.toml::block - block: params 9.58K > baseline 8.54K (+12.2%*"])
+    rows = _diff_rows(result.stdout.str())
+    # linear1 grew by 16 x 32 + 16 parameters, linear2 by 32 x 16: in that order, params first.
+    assert rows[:2] == ["linear1", "linear2"]
+    assert set(rows) <= {"linear1", "linear2", "dropout", "(root)"}
+    assert not {"norm1", "norm2", "attn"} & set(rows)
+
+
+def test_an_added_conv_is_the_first_row_and_unchanged_layers_do_not_appear(project):
+    project.makepyfile(mymodels=BLOCK.replace("def __init__(self, extra=False)", "def __init__(self, extra=True)"))
+    result = project.runpytest("-p", "no:cacheprovider", "-k", "cnn")
+    result.assert_outcomes(failed=1)
+    rows = _diff_rows(result.stdout.str())
+    assert rows[0] == "body.2"
+    assert "added" in next(line for line in result.stdout.lines if line.strip().startswith("body.2"))
+    assert not {"stem.0", "body.0", "head"} & set(rows)
