@@ -75,7 +75,7 @@ def test_update_then_grow_fails_with_a_per_layer_diff(project):
         [
             "*net: params 424 > baseline 314 (+35.0%, tolerance 1%) (and 2 more)*",
             "*params 424 > baseline 314 (+35.0%, tolerance 1%)*",
-            "*layers whose own params, bytes, peak_memory changed (largest params change first):*",
+            "*layers whose own params, peak_memory, bytes changed (largest params change first):*",
             "*layer*type*params before*after*change*",
             "*extra*Linear*added*-*110*+110*",
         ]
