@@ -54,7 +54,7 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
     for figure in FIGURES:
         value = record["figures"].get(figure)
         if value is not None and baseline.get(figure) != value:
-            baseline[figure] = value
+            baseline[figure] = _integer(value)
     for key in PROVENANCE:
         value = record.get(key)
         if value is not None and baseline.get(key) != value:
@@ -64,20 +64,38 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
     if layers is None:
         layers = tomlkit.table()
         baseline["layers"] = layers
-    measured = record.get("layers", {})
-    for name in [n for n in layers if n not in measured]:
-        del layers[name]
-    for name, figures in measured.items():
-        if name == "":
-            continue
-        values = {f: figures[f] for f in LAYER_FIGURES if figures.get(f) is not None}
-        current = layers.get(name)
-        if current is None or dict(current) != values:
-            inline = tomlkit.inline_table()
-            inline.update(values)
-            layers[name] = inline
+    measured = {name: figures for name, figures in record.get("layers", {}).items() if name}
+    wanted = {name: {f: figures[f] for f in LAYER_FIGURES if figures.get(f) is not None} for name, figures in measured.items()}
+    if list(layers) != list(wanted):
+        # Layers added, removed or moved: rewrite the table in module order, keeping each line
+        # whose figures did not change as it was written.
+        kept = {name: layers[name] for name in layers if name in wanted and _same(layers[name], wanted[name])}
+        for name in list(layers):
+            del layers[name]
+        for name, values in wanted.items():
+            layers[name] = kept.get(name) or _inline(values)
+    else:
+        for name, values in wanted.items():
+            if not _same(layers[name], values):
+                layers[name] = _inline(values)
     if created:
         layers.add(tomlkit.nl())  # a blank line before whatever table follows
+
+
+def _same(current: Any, values: Mapping[str, int]) -> bool:
+    return dict(current) == dict(values)
+
+
+def _inline(values: Mapping[str, int]) -> Any:
+    inline = tomlkit.inline_table()
+    for figure, value in values.items():
+        inline[figure] = _integer(value)
+    return inline
+
+
+def _integer(value: int) -> Any:
+    """``33_921_280``: digit separators, valid TOML, so that a reviewer reads the number."""
+    return tomlkit.integer(f"{value:_}")
 
 
 def _atomic_write(path: Path, text: str) -> None:

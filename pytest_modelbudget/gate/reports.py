@@ -75,6 +75,39 @@ def tighten_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+    """What ``--update-budgets`` changed, budget by budget, and a count: what a reviewer checks
+    before committing budgets.toml."""
+    lines, changed, unchanged, new = [], 0, 0, 0
+    for record in sorted(records, key=lambda r: r["name"]):
+        old, now = record.get("baseline"), record["figures"]
+        if not old:
+            new += 1
+            lines.append(f"{record['name']}: new baseline")
+            continue
+        moves = [
+            f"{figure} {format_quantity(old[figure], FIGURES[figure])} -> {format_quantity(now[figure], FIGURES[figure])}"
+            + (f" ({format_percent(now[figure] / old[figure] - 1)})" if old[figure] else "")
+            for figure in SHOWN
+            if old.get(figure) is not None and now.get(figure) is not None and old[figure] != now[figure]
+        ]
+        if moves:
+            changed += 1
+            lines.append(f"{record['name']}: {', '.join(moves)}")
+        else:
+            unchanged += 1
+        for check in record["verdict"]["checks"]:
+            if check["status"] == "over_limit":
+                kind = FIGURES[check["figure"]]
+                lines.append(
+                    f"{record['name']}: baseline written although {check['figure']} "
+                    f"{format_quantity(check['value'], kind)} is over its limit {format_quantity(check['limit'], kind)} "
+                    "(the test fails until the model or the limit changes)"
+                )
+    lines.append(f"{changed} changed, {unchanged} unchanged, {new} new")
+    return lines
+
+
 def caveats(record: dict[str, Any]) -> list[str]:
     """What makes a budget's figures less than the engine's usual exact fake run: a fall-back to
     a real run, and ops that did arithmetic no formula prices (left out of macs and flops)."""

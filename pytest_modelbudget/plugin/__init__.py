@@ -195,7 +195,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     budget_session = _session(config)
     if budget_session is None or _is_worker(config):
         return
-    from ..gate.reports import caveat_lines, terminal_table, tighten_lines
+    from ..gate.reports import caveat_lines, moved_lines, terminal_table, tighten_lines
 
     records = budget_session.records
     stale = budget_session.stale
@@ -209,6 +209,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in tighten_lines(records.values()):
         terminalreporter.write_line(line)
     if budget_session.update:
+        for line in moved_lines(records.values()):
+            terminalreporter.write_line(line)
         terminalreporter.write_line(
             f"baselines of {len(records)} budget(s) "
             f"{'written to' if budget_session.written else 'unchanged in'} {budget_session.path}"

@@ -91,3 +91,20 @@ def test_an_added_conv_is_the_first_row_and_unchanged_layers_do_not_appear(proje
     assert rows[0] == "body.2"
     assert "added" in next(line for line in result.stdout.lines if line.strip().startswith("body.2"))
     assert not {"stem.0", "body.0", "head"} & set(rows)
+
+
+def test_update_budgets_says_what_moved_and_writes_readable_integers_in_module_order(project):
+    before = project.path.joinpath("budgets.toml").read_text()
+    assert "macs = 294_912" in before  # digit separators: valid TOML a reviewer can read
+    project.makepyfile(mymodels=BLOCK.replace("def __init__(self, extra=False)", "def __init__(self, extra=True)"))
+    result = project.runpytest("-p", "no:cacheprovider", "--update-budgets")
+    result.assert_outcomes(passed=2)
+    # By hand: 224 + 1,168 + 170 = 1,562 parameters, and the added 16 x 16 x 9 + 16 = 2,320.
+    result.stdout.fnmatch_lines(["cnn: params 1.56K -> 3.88K (+148.5%), *macs 350.37K -> 940.19K (+168.3%)*", "1 changed, 1 unchanged, 0 new"])
+    after = project.path.joinpath("budgets.toml").read_text()
+    layers = [line.split(" = ")[0].strip('"') for line in after.split("[budgets.cnn.baseline.layers]")[1].splitlines() if " = {" in line]
+    assert layers == ["stem", "stem.0", "stem.1", "body", "body.0", "body.1", "body.2", "head"]
+    # The block's lines and the unchanged CNN layers' lines are byte for byte as they were.
+    unchanged = [line for line in before.splitlines() if line.startswith(("stem", '"stem', "head", '"body.0'))]
+    assert unchanged and all(line in after.splitlines() for line in unchanged)
+    assert before.split("[budgets.cnn]")[0] == after.split("[budgets.cnn]")[0]
