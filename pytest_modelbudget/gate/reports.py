@@ -81,17 +81,16 @@ def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     lines, changed, unchanged, new = [], 0, 0, 0
     for record in sorted(records, key=lambda r: r["name"]):
         old, now = record.get("baseline"), record["figures"]
-        if not old:
-            new += 1
-            lines.append(f"{record['name']}: new baseline")
-            continue
         moves = [
             f"{figure} {format_quantity(old[figure], FIGURES[figure])} -> {format_quantity(now[figure], FIGURES[figure])}"
             + (f" ({format_percent(now[figure] / old[figure] - 1)})" if old[figure] else "")
             for figure in SHOWN
-            if old.get(figure) is not None and now.get(figure) is not None and old[figure] != now[figure]
+            if old and old.get(figure) is not None and now.get(figure) is not None and old[figure] != now[figure]
         ]
-        if moves:
+        if not old:
+            new += 1
+            lines.append(f"{record['name']}: new baseline")
+        elif moves:
             changed += 1
             lines.append(f"{record['name']}: {', '.join(moves)}")
         else:
