@@ -50,14 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kwarg", type=_kwarg, action="append", default=[], help="factory keyword argument KEY=VALUE (JSON values)")
     parser.add_argument("--meta", action="store_true", help="build the model on the meta device (no memory for weights)")
     parser.add_argument("--depth", type=int, default=None, help="deepest module level to show (root is 0)")
-    parser.add_argument("--mode", choices=("inference", "training"), default="inference")
+    parser.add_argument(
+        "--mode",
+        choices=("inference", "training"),
+        default="inference",
+        help="inference: forward under no_grad (default); training: forward, backward of the summed outputs",
+    )
     parser.add_argument(
         "--device",
         default=None,
         help="device whose peak memory is reported: cuda (default; measured if available, else estimated) or cpu",
     )
     parser.add_argument("--autocast", choices=("float16", "bfloat16"), help="run the step under torch.autocast to this dtype")
-    parser.add_argument("--format", choices=("table", "json", "markdown"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "markdown"),
+        default="table",
+        help="table: the per-layer tree and totals (default); json: every figure; markdown: a table to paste",
+    )
     return parser
 
 
@@ -72,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FactoryError, ModelBudgetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Piped into head: the reader has gone. Say nothing more, and let Python's exit flush
+        # of stdout go nowhere (its own error would follow otherwise).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -105,9 +105,13 @@ def format_quantity(value: int | float, kind: Kind) -> str:
 def _format(value: int | float, steps: list[tuple[str, int]], unit: str) -> str:
     sign = "-" if value < 0 else ""
     magnitude = abs(value)
-    for suffix, scale in steps:
+    for index, (suffix, scale) in enumerate(steps):
         if magnitude >= scale:
-            return f"{sign}{magnitude / scale:.2f}".rstrip("0").rstrip(".") + suffix
+            shown = round(magnitude / scale, 2)
+            if shown >= 1000 and index > 0:  # 999,999 B is "1MB", not "1000KB"
+                suffix, scale = steps[index - 1]
+                shown = round(magnitude / scale, 2)
+            return f"{sign}{shown:.2f}".rstrip("0").rstrip(".") + suffix
     return f"{sign}{int(magnitude)}{unit}"
 
 

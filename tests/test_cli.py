@@ -58,3 +58,22 @@ def test_the_console_script_finds_the_project_modules():
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["params"] == 15_130
+
+
+def test_a_reader_that_goes_away_is_no_error():
+    # `... | head -1`: the pipe closes before the table is written.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest_modelbudget", "examples.models:transformer_block", "--input-size", "1,16,256"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert b"BrokenPipeError" not in stderr and b"Traceback" not in stderr
+
+
+def test_every_option_has_help():
+    help_text = run_cli("--help").stdout
+    for option in ("--input-size", "--inputs", "--dtype", "--kwarg", "--meta", "--depth", "--mode", "--device", "--autocast", "--format"):
+        block = help_text.split(option, 1)[1].split("\n  --", 1)[0]
+        assert len(block.split()) > 3, option

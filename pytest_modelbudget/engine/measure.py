@@ -14,7 +14,9 @@ only checks the arguments, picks the runs and puts the result together.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+import logging
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.nn.parameter import is_lazy
@@ -87,7 +89,8 @@ def measure(
 
     name = type(model).__name__
     try:
-        watched = _run_shapes_only(step, tensors)
+        with _quiet_fake_tensor_logs():
+            watched = _run_shapes_only(step, tensors)
         execution = "fake"
     except MeasureError:
         raise
@@ -139,3 +142,16 @@ def _run_shapes_only(step: Step, tensors: TensorInventory) -> Watched:
             raise
         except Exception:  # noqa: BLE001
             raise meta_error from None
+
+
+@contextlib.contextmanager
+def _quiet_fake_tensor_logs() -> Iterator[None]:
+    """FakeTensorMode logs a full traceback when a meta kernel fails (``_grouped_mm`` in fp32,
+    an op without one); the failure is ours to handle and report in one line."""
+    logger = logging.getLogger("torch._subclasses.fake_tensor")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -4,6 +4,7 @@ in inference and training, with no real run."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import pytest
@@ -122,3 +123,15 @@ def test_an_eager_model_says_how_it_was_run_and_keeps_its_config():
     assert model.config._experts_implementation == "eager"
     assert model.model.layers[0].mlp.experts.config._experts_implementation == "eager"
     assert any("experts_implementation='eager' ran as 'grouped_mm'" in note for note in stats.peak_memory_approximations)
+
+
+def test_a_meta_kernel_that_refuses_leaves_no_torch_traceback_behind(caplog, monkeypatch):
+    from pytest_modelbudget.engine import shapes
+
+    # Without our shape function, fp32 grouped matmuls fail in the meta kernel, and FakeTensorMode
+    # logs a full traceback before the real-run fallback takes over.
+    monkeypatch.delitem(shapes.SHAPE_FUNCTIONS, torch.ops.aten._grouped_mm.default)
+    with caplog.at_level(logging.DEBUG):
+        stats = measure_checked(_build("mixtral"), input_size=(1, 8), dtype=torch.long)
+    assert stats.execution == "real" and "BF16" in stats.notes[0]
+    assert not [record for record in caplog.records if record.name.startswith("torch._subclasses")]
