@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="device whose peak memory is reported: cuda (default; measured if available, else estimated) or cpu",
     )
+    parser.add_argument(
+        "--outputs",
+        choices=("kept", "released"),
+        default="kept",
+        help="training: the forward's outputs held through backward (default) or released before it",
+    )
     parser.add_argument("--autocast", choices=("float16", "bfloat16"), help="run the step under torch.autocast to this dtype")
     parser.add_argument(
         "--format",
@@ -112,7 +118,14 @@ def _run(args: argparse.Namespace) -> int:
         input_size = args.input_size[0] if len(args.input_size) == 1 else args.input_size
     autocast = getattr(torch, args.autocast) if args.autocast else None
     stats = measure(
-        model, inputs, input_size=input_size, dtype=dtype, mode=args.mode, device=args.device, autocast=autocast
+        model,
+        inputs,
+        input_size=input_size,
+        dtype=dtype,
+        mode=args.mode,
+        device=args.device,
+        autocast=autocast,
+        outputs=args.outputs,
     )
 
     if args.format == "json":

@@ -85,6 +85,8 @@ class Entry(_Strict):
     dtype: str | None = None
     meta: bool = False
     mode: Mode | None = None
+    #: Training: the forward's outputs "kept" through backward (default) or "released" before it.
+    outputs: Literal["kept", "released"] | None = None
     autocast: Literal["float16", "bfloat16"] | None = None
     tolerance: Tolerance | None = None
     limits: Limits = Field(default_factory=Limits)

@@ -31,6 +31,7 @@ from .target import MemoryTarget
 from .wrappers import unwrap
 
 MODES = ("inference", "training")
+OUTPUTS = ("kept", "released")
 AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -46,6 +47,7 @@ def measure(
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
     optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
     autocast: torch.dtype | None = None,
+    outputs: str = "kept",
 ) -> ModelStats:
     """Measure one ``forward`` call of ``model`` (and, with ``mode="training"``, its backward and
     optimizer step) without changing the model.
@@ -62,7 +64,9 @@ def measure(
     ``peak_memory`` is measured on CUDA when it is available and the model or ``device`` is on
     it; otherwise it is estimated for ``device`` (default ``"cuda"``; ``"cpu"`` estimates without
     the CUDA allocator's rounding and kernel choices). ``autocast`` runs the step under
-    ``torch.autocast`` to that dtype.
+    ``torch.autocast`` to that dtype. In training, ``outputs="kept"`` (default) holds the
+    forward's outputs through backward, as a loop writing ``logits, loss = model(x, y)`` does;
+    ``"released"`` keeps only the loss, as ``model(x, y)[1].backward()`` does.
     """
     if not isinstance(model, torch.nn.Module):
         raise MeasureError(
@@ -72,6 +76,8 @@ def measure(
         raise MeasureError(f"mode must be one of {', '.join(map(repr, MODES))}, found {mode!r}")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise MeasureError(f"dtype must be a torch.dtype such as torch.float16, found {dtype!r}")
+    if outputs not in OUTPUTS:
+        raise MeasureError(f"outputs must be one of {', '.join(map(repr, OUTPUTS))}, found {outputs!r}")
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise MeasureError(f"autocast must be torch.float16 or torch.bfloat16, found {autocast!r}")
     model, notes = unwrap(model)
@@ -85,7 +91,7 @@ def measure(
     args, keywords = call_arguments(model, inputs, input_size, dtype, kwargs)
     tensors = TensorInventory(model)
     target = MemoryTarget.choose(device, tensors)
-    step = Step(model, args, keywords, mode, loss_fn, optimizer, autocast, target)
+    step = Step(model, args, keywords, mode, loss_fn, optimizer, autocast, target, outputs)
 
     name = type(model).__name__
     try:

@@ -59,6 +59,7 @@ class Step:
         optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None,
         autocast: torch.dtype | None,
         target: MemoryTarget,
+        outputs: str = "kept",
     ) -> None:
         self.model = model
         self.args = args
@@ -68,6 +69,9 @@ class Step:
         self.optimizer = optimizer
         self.autocast = autocast
         self.target = target
+        #: Training: "kept", the forward's outputs referenced through backward (a loop that keeps
+        #: ``logits, loss = model(x, y)``), or "released" before it (``model(x, y)[1].backward()``).
+        self.outputs = outputs
         self.module_names = {id(module): name for name, module in model.named_modules()}
 
     def watched(self, stand_ins: StandIns, args: Any, keywords: Any, shapes_only: bool) -> Watched:
@@ -100,6 +104,12 @@ class Step:
             notes.append("CUDA was asked for but is not available (or the model is on meta): estimated")
         if self.target.block > 1:
             notes.append(f"allocations rounded up to {self.target.block} bytes, as the CUDA caching allocator does")
+        if self.mode == "training":
+            notes.append(
+                "the forward's outputs held through backward (outputs='kept')"
+                if self.outputs == "kept"
+                else "the forward's outputs released before backward, only the loss kept (outputs='released')"
+            )
         notes.extend(watched.approximations)
         if self.autocast is not None:
             notes.append(f"autocast to {str(self.autocast).removeprefix('torch.')} with the CPU autocast op lists")
@@ -133,7 +143,10 @@ class Step:
                 with autocast:
                     output = self._forward(stand_ins, args, keywords)
                 counter.counting = False
-                foreach = self._backward(output, stand_ins, foreach_as_cuda)
+                loss = self._loss(output)
+                if self.outputs == "released":
+                    del output  # only the loss, and the graph behind it, stay for backward
+                foreach = self._backward(loss, stand_ins, foreach_as_cuda)
         return counter, foreach
 
     def _autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
@@ -150,12 +163,15 @@ class Step:
         except Exception as error:
             raise ForwardError(error) from error
 
-    def _backward(self, output: Any, stand_ins: StandIns, foreach_as_cuda: bool) -> bool:
+    def _loss(self, output: Any) -> torch.Tensor:
         loss = self.loss_fn(output) if self.loss_fn is not None else default_loss(output)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise MeasureError(f"loss_fn must return a scalar tensor, found {describe_output(loss)}")
         if not loss.requires_grad:
             raise MeasureError("the loss does not depend on any trainable parameter: nothing to back-propagate")
+        return loss
+
+    def _backward(self, loss: torch.Tensor, stand_ins: StandIns, foreach_as_cuda: bool) -> bool:
         loss.backward()
         if self.optimizer is None:
             return False

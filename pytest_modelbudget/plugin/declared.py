@@ -74,6 +74,7 @@ class DeclaredModel(pytest.Item):
                 mode=entry.mode or "inference",
                 device=session.file.settings.device,
                 autocast=getattr(torch, entry.autocast) if entry.autocast else None,
+                outputs=entry.outputs or "kept",
             )
         except ModelBudgetError as exc:
             raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc

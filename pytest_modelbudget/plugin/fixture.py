@@ -43,9 +43,10 @@ class ModelBudget:
         loss_fn: Callable[[Any], Any] | None = None,
         optimizer: Callable[[list[Any]], Any] | None = None,
         autocast: torch.dtype | None = None,
+        outputs: str | None = None,
     ) -> ModelStats:
-        """:func:`pytest_modelbudget.measure`, with ``mode`` from the marker and ``device`` from
-        ``[settings]`` when not given."""
+        """:func:`pytest_modelbudget.measure`, with ``mode`` and ``outputs`` from the marker and
+        ``device`` from ``[settings]`` when not given."""
         __tracebackhide__ = True
         from ..engine import measure
 
@@ -60,6 +61,7 @@ class ModelBudget:
             loss_fn=loss_fn,
             optimizer=optimizer,
             autocast=autocast,
+            outputs=outputs or (self._marker.outputs if self._marker else None) or "kept",
         )
 
     def check(self, model: torch.nn.Module, inputs: Any = None, *, name: str | None = None, **options: Any) -> ModelStats:
@@ -72,6 +74,8 @@ class ModelBudget:
         entry = self._session.file.budgets.get(budget_name)
         if not options.get("mode"):
             options["mode"] = (self._marker.mode if self._marker else None) or (entry.mode if entry else None)
+        if not options.get("outputs"):
+            options["outputs"] = (self._marker.outputs if self._marker else None) or (entry.outputs if entry else None)
         try:
             stats = self.measure(model, inputs, **options)
         except TypeError as exc:

@@ -9,7 +9,8 @@ from ..errors import BudgetUsageError
 from ..quantities import QuantityError, parse_percent, parse_quantity
 from ..stats import FIGURES
 
-OPTIONS = ("tolerance", "name", "mode")
+OPTIONS = ("tolerance", "name", "mode", "outputs")
+OUTPUTS = ("kept", "released")
 MODES = ("inference", "training")
 
 
@@ -19,6 +20,7 @@ class BudgetMarker:
     tolerance: float | None = None
     name: str | None = None
     mode: str | None = None
+    outputs: str | None = None
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> BudgetMarker:
@@ -48,7 +50,10 @@ class BudgetMarker:
         mode = kwargs.get("mode")
         if mode is not None and mode not in MODES:
             raise BudgetUsageError(f"budget marker: mode={mode!r}; expected one of {', '.join(MODES)}")
+        outputs = kwargs.get("outputs")
+        if outputs is not None and outputs not in OUTPUTS:
+            raise BudgetUsageError(f"budget marker: outputs={outputs!r}; expected one of {', '.join(OUTPUTS)}")
         name = kwargs.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             raise BudgetUsageError(f"budget marker: name={name!r}; expected a non-empty string")
-        return cls(limits=limits, tolerance=tolerance, name=name, mode=mode)
+        return cls(limits=limits, tolerance=tolerance, name=name, mode=mode, outputs=outputs)

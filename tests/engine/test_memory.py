@@ -13,7 +13,7 @@ from pytest_modelbudget import MeasureError
 from pytest_modelbudget.engine.simulation import attention_kernel
 
 from ..helpers import measure_checked
-from .reference_models import ResNet50
+from .reference_models import NanoGPT, ResNet50
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -394,3 +394,49 @@ def test_llama_family_training_agrees_with_memtracker(family, attention):
         expected = memtracker_peak(model, ids, "training", loss=loss)
         stats = measure_checked(model, inputs=ids, mode="training", device="cpu", loss_fn=loss)
         assert stats.peak_memory == expected, (family, attention, batch)
+
+
+def _memtracker_nanogpt(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor, outputs: str, adamw: bool) -> int:
+    mem_tracker = pytest.importorskip("torch.distributed._tools.mem_tracker")
+    optimizer = torch.optim.AdamW(model.parameters(), foreach=False) if adamw else None
+    tracker = mem_tracker.MemTracker()
+    tracker.track_external(model, idx, targets, *([optimizer] if optimizer else []))
+    model.train()
+    with tracker:
+        if outputs == "kept":  # as nanoGPT's own training loop writes it
+            logits, loss = model(idx, targets)
+            loss.backward()
+        else:
+            model(idx, targets)[1].backward()
+        if optimizer:
+            optimizer.step()
+    model.zero_grad(set_to_none=True)
+    return tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+
+
+@pytest.mark.parametrize("adamw", [False, True], ids=["sgd-free", "adamw"])
+@pytest.mark.parametrize("outputs", ["kept", "released"])
+def test_nanogpt_training_step_agrees_with_memtracker(outputs, adamw):
+    torch.manual_seed(0)
+    model = NanoGPT()
+    idx, targets = torch.randint(0, 512, (4, 128)), torch.randint(0, 512, (4, 128))
+    expected = _memtracker_nanogpt(model, idx, targets, outputs, adamw)
+    stats = measure_checked(
+        model, inputs=(idx, targets), mode="training", device="cpu", loss_fn=lambda out: out[1], outputs=outputs,
+        optimizer=(lambda params: torch.optim.AdamW(params, foreach=False)) if adamw else None,
+    )
+    assert abs(stats.peak_memory - expected) <= 0.001 * expected, (stats.peak_memory, expected)
+    assert f"outputs='{outputs}'" in " ".join(stats.peak_memory_approximations)
+
+
+def test_releasing_the_outputs_frees_the_logits():
+    model = NanoGPT()
+    idx = torch.randint(0, 512, (4, 128))
+    kept, released = (
+        measure_checked(model, inputs=(idx, idx), mode="training", device="cpu", loss_fn=lambda out: out[1], outputs=outputs)
+        for outputs in ("kept", "released")
+    )
+    logits = 4 * 128 * 512 * 4
+    assert kept.peak_memory - released.peak_memory >= logits
+    with pytest.raises(MeasureError, match="outputs must be one of 'kept', 'released', found 'dropped'"):
+        measure_checked(model, inputs=(idx, idx), mode="training", outputs="dropped")

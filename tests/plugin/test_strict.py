@@ -154,3 +154,33 @@ def test_a_baseline_records_its_provenance_and_a_failure_says_when_it_differs(pr
             "*note: the baseline was recorded with torch 2.1.0, this run uses torch*",
         ]
     )
+
+
+def test_outputs_released_in_the_marker_and_in_an_entry(project):
+    project.makepyfile(
+        test_outputs='''
+        import pytest
+        from mymodels import Net
+
+        @pytest.mark.budget(outputs="released", mode="training")
+        def test_released(model_budget):
+            stats = model_budget.check(Net(), input_size=(4, 3, 16, 16), name="released")
+            assert "outputs='released'" in " ".join(stats.peak_memory_approximations)
+
+        @pytest.mark.budget(mode="training")
+        def test_kept(model_budget):
+            stats = model_budget.check(Net(), input_size=(4, 3, 16, 16), name="kept")
+            assert "outputs='kept'" in " ".join(stats.peak_memory_approximations)
+
+        @pytest.mark.budget(outputs="dropped")
+        def test_bad(model_budget):
+            pass
+        '''
+    )
+    result = project.runpytest("-p", "no:cacheprovider", "test_outputs.py")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_bad: budget marker: outputs='dropped'; expected one of kept, released*"])
+    project.makepyfile(test_outputs=project.path.joinpath("test_outputs.py").read_text().split("@pytest.mark.budget(outputs=\"dropped\")")[0])
+    project.runpytest("-p", "no:cacheprovider", "test_outputs.py").assert_outcomes(passed=2)
+    project.makefile(".toml", budgets=BUDGETS.replace('input_size = [1, 3, 16, 16]', 'input_size = [1, 3, 16, 16]\nmode = "training"\noutputs = "released"'))
+    project.runpytest("-p", "no:cacheprovider", "budgets.toml").assert_outcomes(passed=1)
