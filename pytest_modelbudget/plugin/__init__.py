@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..errors import BudgetExceeded
 from .options import MARKER_HELP, add_options, budget_path, named_file, strict
 
 if TYPE_CHECKING:
@@ -125,6 +126,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if call.excinfo is not None and crash is not None and call.excinfo.errisinstance(BudgetExceeded):
+        # The short summary repeats this message in full on CI and with -vv: its first line
+        # carries the numbers; the per-layer table stays in the long report.
+        crash.message = f"{call.excinfo.typename}: {str(call.excinfo.value).splitlines()[0]}"
     if report.when == "call" and report.passed and _session(item.config) is not None:
         from .fixture import MARKER_KEY
         from .session import RECORD_KEY

@@ -108,3 +108,26 @@ def test_update_budgets_says_what_moved_and_writes_readable_integers_in_module_o
     unchanged = [line for line in before.splitlines() if line.startswith(("stem", '"stem', "head", '"body.0'))]
     assert unchanged and all(line in after.splitlines() for line in unchanged)
     assert before.split("[budgets.cnn]")[0] == after.split("[budgets.cnn]")[0]
+
+
+def test_the_short_summary_is_one_line_even_on_ci(project, monkeypatch):
+    project.makepyfile(
+        test_grown='''
+        import pytest
+        from mymodels import CNN
+
+        @pytest.mark.budget(macs="100K")
+        def test_grown(model_budget):
+            model_budget.check(CNN(extra=True), input_size=(1, 3, 16, 16))
+        '''
+    )
+    monkeypatch.setenv("CI", "true")  # pytest prints whole messages in the short summary on CI
+    result = project.runpytest("-p", "no:cacheprovider", "-rf", "-o", "modelbudget_strict=false", "test_grown.py")
+    result.assert_outcomes(failed=1)
+    lines = result.stdout.lines
+    summary = lines[next(i for i, line in enumerate(lines) if "short test summary info" in line) + 1 :]
+    assert summary[0].startswith(
+        "FAILED test_grown.py::test_grown - BudgetExceeded: test_grown.py::test_grown: macs 940.19K > limit 100K"
+    )
+    assert summary[1].startswith("=")  # nothing of the long message follows
+    result.stdout.fnmatch_lines(["*largest layers by macs*"])  # the table is in the long report
