@@ -169,6 +169,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from ..budgets.writer import update_baselines
 
     budget_session.stale = budget_session.stale_entries()
+    for name in budget_session.conflicts:
+        budget_session.records.pop(name, None)  # which test's figures would be a coin toss
+    if budget_session.conflicts and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     records = budget_session.records if budget_session.update else {}
     remove = budget_session.stale if budget_session.prune else []
     if records or remove:
@@ -205,9 +209,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     records = budget_session.records
     stale = budget_session.stale
-    if not records and not stale:
+    if not records and not stale and not budget_session.conflicts:
         return
     terminalreporter.section("model budgets")
+    for name, node_ids in sorted(budget_session.conflicts.items()):
+        terminalreporter.write_line(
+            f"budget {name!r} is checked by {len(node_ids)} tests ({', '.join(sorted(node_ids))}): one name, one "
+            "budget; give each model its own name=... (not recorded, the run fails)",
+            red=True,
+        )
     if records:
         terminalreporter.write_line(terminal_table(records.values()))
     for line in caveat_lines(records.values()):

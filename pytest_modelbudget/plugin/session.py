@@ -52,6 +52,8 @@ class BudgetSession:
     deselected: int = 0
     stale: list[str] = field(default_factory=list)
     written: bool = False
+    #: Budget names checked by more than one test: name -> their node ids. Never written.
+    conflicts: dict[str, set[str]] = field(default_factory=dict)
 
     # -- hooks: this object is registered as a plugin for the run ----------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -59,10 +61,21 @@ class BudgetSession:
         if report.when == "call":
             for key, value in report.user_properties:
                 if key == RECORD_KEY:
+                    earlier = self.records.get(value["name"])
+                    if earlier is not None and earlier["nodeid"] != value["nodeid"]:
+                        # Under xdist each test ran in its own worker: only here do both meet.
+                        self.conflicts.setdefault(value["name"], {earlier["nodeid"]}).add(value["nodeid"])
+                        continue
                     self.records[value["name"]] = value
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.deselected += len(items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        # Under xdist the controller collects nothing itself: the workers say what they did.
+        self.collected_ids.update(ids)
+        self.collected_files.update(nodeid.split("::", 1)[0] for nodeid in ids)
 
     # -- resolving what applies to a test -----------------------------------------------------------
     def tolerance(self, entry: Entry | None, marker: BudgetMarker | None) -> float:
@@ -128,6 +141,13 @@ class BudgetSession:
             "uncounted_ops": stats.uncounted_ops,
             "torch": torch_version(),
         }
+        earlier = self.records.get(name)
+        if earlier is not None and earlier["nodeid"] != item.nodeid:
+            self.conflicts.setdefault(name, {earlier["nodeid"]}).add(item.nodeid)
+            raise BudgetUsageError(
+                f"{item.nodeid}: budget {name!r} is also checked by {earlier['nodeid']}: one name, one "
+                "budget; give each model its own name=..."
+            )
         if any(key == RECORD_KEY and value["name"] == name for key, value in item.user_properties):
             raise BudgetUsageError(
                 f"{item.nodeid}: budget {name!r} was checked twice in one test; pass name=... to "
@@ -153,15 +173,36 @@ class BudgetSession:
         Entries named with ``name=`` are never judged: which test uses a name is only known when
         that test runs, and a run over part of the suite must not call the rest stale.
         """
+        option = self.config.option
+        # Under xdist the workers deselect, and the controller is not told: -k or -m narrows.
+        distributed = getattr(option, "dist", "no") != "no"
+        narrowed = distributed and (getattr(option, "keyword", "") or getattr(option, "markexpr", ""))
+        if self.deselected or narrowed:
+            return []  # a narrowed run says nothing about the tests it did not select
+        by_node_id = self._files_selected_by_node_id()
         stale = []
         for name, entry in self.file.budgets.items():
             if entry.factory is not None or "::" not in name:
                 continue
             if name in self.records or name in self.collected_ids or name in self.marker_names:
                 continue
-            if name.split("::", 1)[0] in self.collected_files and self.deselected == 0:
+            test_file = name.split("::", 1)[0]
+            if test_file in self.collected_files and test_file not in by_node_id:
                 stale.append(name)
         return stale
+
+    def _files_selected_by_node_id(self) -> set[str]:
+        """Files named with a node id on the command line (``test_a.py::test_one``): only part of
+        them was collected, so their other entries are not stale."""
+        files = set()
+        for arg in self.config.args:
+            if "::" in arg:
+                path = Path(self.config.invocation_params.dir, arg.split("::", 1)[0]).resolve()
+                try:
+                    files.add(path.relative_to(self.config.rootpath).as_posix())
+                except ValueError:
+                    files.add(path.as_posix())
+        return files
 
 
 SESSION_KEY = pytest.StashKey[BudgetSession]()

@@ -184,3 +184,47 @@ def test_outputs_released_in_the_marker_and_in_an_entry(project):
     project.runpytest("-p", "no:cacheprovider", "test_outputs.py").assert_outcomes(passed=2)
     project.makefile(".toml", budgets=BUDGETS.replace('input_size = [1, 3, 16, 16]', 'input_size = [1, 3, 16, 16]\nmode = "training"\noutputs = "released"'))
     project.runpytest("-p", "no:cacheprovider", "budgets.toml").assert_outcomes(passed=1)
+
+
+TWO_TESTS = '''
+import pytest
+from mymodels import Net
+
+
+@pytest.mark.budget(params="2K")
+def test_one(model_budget):
+    model_budget.check(Net(), input_size=(1, 3, 16, 16))
+
+
+@pytest.mark.budget(params="2K")
+def test_two(model_budget):
+    model_budget.check(Net(width=4), input_size=(1, 3, 16, 16))
+'''
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_prune_only_removes_what_this_run_proves_stale(project, workers):
+    project.makepyfile(test_a=TWO_TESTS)
+    project.runpytest("-p", "no:cacheprovider", "--update-budgets", *workers).assert_outcomes(passed=4)
+    text = budgets(project)
+    assert '"test_a.py::test_two"' in text
+    # A node-id selection is not a deselection: test_two's entry (limits, comments) stays.
+    project.runpytest("-p", "no:cacheprovider", "--prune-budgets", "test_a.py::test_one", *workers).assert_outcomes(passed=1)
+    assert budgets(project) == text
+    project.runpytest("-p", "no:cacheprovider", "--prune-budgets", "-k", "one", *workers)
+    assert budgets(project) == text
+    # A full run over the file proves test_two gone once it is: pruned, under xdist too.
+    project.makepyfile(test_a=TWO_TESTS.split("@pytest.mark.budget(params=\"2K\")\ndef test_two")[0])
+    result = project.runpytest("-p", "no:cacheprovider", "--update-budgets", "--prune-budgets", *workers)
+    result.stdout.fnmatch_lines(["*1 stale budget entry (removed)*"])
+    assert '"test_a.py::test_two"' not in budgets(project) and '"test_a.py::test_one"' in budgets(project)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_one_name_for_two_models_is_an_error_naming_both(project, workers):
+    project.makepyfile(test_a=TWO_TESTS.replace("input_size=(1, 3, 16, 16))", "input_size=(1, 3, 16, 16), name=\"shared\")"))
+    before = budgets(project)
+    result = project.runpytest("-p", "no:cacheprovider", "--update-budgets", "test_a.py", *workers)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*'shared'*test_a.py::test_one*test_a.py::test_two*give each model its own name=...*"])
+    assert "shared" not in budgets(project) and budgets(project).startswith(before.rstrip())
