@@ -42,8 +42,8 @@ def parse_quantity(value: object, kind: Kind) -> int:
             raise QuantityError(f"expected a non-negative {kind}, found {value}")
         return value
     if isinstance(value, float):
-        if value < 0 or value != value:
-            raise QuantityError(f"expected a non-negative {kind}, found {value}")
+        if value < 0 or value != value or value in (float("inf"), float("-inf")):
+            raise QuantityError(f"expected a finite, non-negative {kind}, found {value}")
         return round(value)
     if not isinstance(value, str):
         raise QuantityError(f"expected {_expected(kind)}, found {type(value).__name__} {value!r}")
@@ -75,7 +75,7 @@ def parse_percent(value: object) -> float:
                 percent = float(text[:-1])
             except ValueError:
                 percent = -1.0
-            if percent >= 0:
+            if 0 <= percent < float("inf"):  # float() also reads "inf" and "nan"
                 return percent / 100
     if isinstance(value, int) and not isinstance(value, bool) and value == 0:
         return 0.0

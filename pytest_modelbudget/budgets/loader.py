@@ -22,7 +22,7 @@ def load_budget_file(path: Path) -> BudgetFile:
     """Read and validate ``path``; a missing file is an empty one."""
     if not path.exists():
         return BudgetFile()
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -31,6 +31,26 @@ def load_budget_file(path: Path) -> BudgetFile:
         return BudgetFile.model_validate(data)
     except ValidationError as exc:
         raise BudgetFileError(_describe_errors(path, text, exc)) from None
+
+
+def read_text(path: Path) -> str:
+    """The file as TOML text: UTF-8 (TOML's encoding), a BOM tolerated; anything else is an error
+    that names the file and says what was found."""
+    if path.is_dir():
+        raise BudgetFileError(f"{path}: is a directory; expected a TOML file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BudgetFileError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise BudgetFileError(f"{path}: is UTF-16; TOML files are UTF-8: save it as UTF-8")
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BudgetFileError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); TOML files are UTF-8: save it as UTF-8"
+        ) from None
 
 
 def _describe_errors(path: Path, text: str, error: ValidationError) -> str:

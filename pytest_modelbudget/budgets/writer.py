@@ -13,6 +13,7 @@ import tomlkit
 from tomlkit.items import Table
 
 from ..stats import FIGURES, LAYER_FIGURES
+from .loader import read_text
 
 #: What a baseline records beside its figures: how peak_memory was obtained, and with which torch.
 PROVENANCE = ("peak_memory_source", "torch")
@@ -23,7 +24,7 @@ def update_baselines(
 ) -> bool:
     """Write each record's figures into ``[budgets.NAME.baseline]``; drop the entries in
     ``remove``. Returns whether the file changed."""
-    old_text = path.read_text(encoding="utf-8") if path.exists() else ""
+    old_text = read_text(path) if path.exists() else ""
     doc = tomlkit.parse(old_text)
     budgets = doc.get("budgets")
     if budgets is None:

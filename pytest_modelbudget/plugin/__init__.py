@@ -18,6 +18,9 @@ import pytest
 from ..errors import BudgetExceeded
 from .options import MARKER_HELP, add_options, budget_path, named_file, strict
 
+#: A budget marker that could not be read, on an xdist worker: the test fails at setup with it.
+MARKER_PROBLEM_KEY = pytest.StashKey[str]()
+
 if TYPE_CHECKING:
     from .fixture import ModelBudget
     from .session import BudgetSession
@@ -115,12 +118,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             parsed = BudgetMarker.from_kwargs(marker.kwargs, marker.args)
         except BudgetUsageError as exc:
             problems.append(f"{item.nodeid}: {exc}")
+            item.stash[MARKER_PROBLEM_KEY] = f"{item.nodeid}: {exc}"
             continue
         item.stash[MARKER_KEY] = parsed
         if parsed.name:
             budget_session.marker_names.add(parsed.name)
-    if problems:
+    if problems and not _is_worker(config):
         raise pytest.UsageError("invalid budget marker(s):\n  " + "\n  ".join(problems))
+    # An xdist worker cannot stop the run (xdist reports a crash and prints nothing of ours):
+    # each such test fails at setup with the message instead.
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    problem = item.stash.get(MARKER_PROBLEM_KEY, None)
+    if problem is not None:
+        pytest.fail(f"invalid budget marker: {problem}", pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,0 +1,87 @@
+"""Bad budget files and values get a file:line error, never an INTERNALERROR, and the file is never
+written over (SPEC §3, §7)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .test_plugin import BUDGETS, MODELS
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makepyfile(mymodels=MODELS)
+    pytester.syspathinsert()
+    return pytester
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('[budgets.a]\nlimits = { params = inf }\n', "*budgets.toml:2: budgets.a.limits.params: expected a finite, non-negative count, found inf*"),
+        ('[settings]\ntolerance = "inf%"\n', '*budgets.toml:2: settings.tolerance: expected a percentage such as "1%"*found \'inf%\'*'),
+        ('[settings]\ntolerance = "nan%"\n', "*settings.tolerance: expected a percentage*"),
+    ],
+)
+def test_infinite_and_nan_values_are_file_line_errors(project, content, expected):
+    before = project.makefile(".toml", budgets=content).read_text()
+    result = project.runpytest("-p", "no:cacheprovider", "--update-budgets")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert (project.path / "budgets.toml").read_text() == before
+
+
+def test_a_marker_with_an_infinite_limit_is_a_usage_error(project):
+    project.makepyfile(
+        test_inf='''
+        import pytest
+
+        @pytest.mark.budget(params=float("inf"))
+        def test_inf(model_budget):
+            pass
+        '''
+    )
+    result = project.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_inf.py::test_inf: budget marker: params=inf: expected a finite, non-negative count*"])
+
+
+def test_encodings_and_a_directory(project):
+    path = project.path / "budgets.toml"
+    path.write_bytes("\ufeff".encode() + BUDGETS.encode())  # a BOM, as some Windows editors save
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+    latin = BUDGETS.replace("# the team's budgets", "# l'\u00e9quipe").encode("latin-1")
+    path.write_bytes(latin)
+    result = project.runpytest("-p", "no:cacheprovider", "--update-budgets")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*budgets.toml:2: not UTF-8 (byte 0xe9); TOML files are UTF-8: save it as UTF-8*"])
+    assert path.read_bytes() == latin
+
+    path.write_bytes(BUDGETS.encode("utf-16"))
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.stderr.fnmatch_lines(["*budgets.toml: is UTF-16; TOML files are UTF-8*"])
+
+    path.unlink()
+    path.mkdir()
+    result = project.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*budgets.toml: is a directory; expected a TOML file*"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_bad_marker_under_xdist_names_the_key_instead_of_crashing(project):
+    project.makepyfile(
+        test_parms='''
+        import pytest
+
+        @pytest.mark.budget(parms="20K")
+        def test_typo(model_budget):
+            pass
+        '''
+    )
+    result = project.runpytest("-p", "no:cacheprovider", "-n", "2")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*invalid budget marker: test_parms.py::test_typo: budget marker: unknown key 'parms'*"])
+    assert "INTERNALERROR" not in result.stdout.str()
