@@ -22,7 +22,11 @@ def load_budget_file(path: Path) -> BudgetFile:
     """Read and validate ``path``; a missing file is an empty one."""
     if not path.exists():
         return BudgetFile()
-    text = read_text(path)
+    return load_text(path, read_text(path))
+
+
+def load_text(path: Path, text: str) -> BudgetFile:
+    """Validate ``text`` as the contents of ``path`` (named in errors)."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import tomlkit
-from tomlkit.items import Table
+from tomlkit.items import InlineTable, Table
 
 from ..stats import FIGURES, LAYER_FIGURES
-from .loader import read_text
+from ..errors import BudgetFileError
+from .loader import load_text, read_text
 
 #: What a baseline records beside its figures: how peak_memory was obtained, and with which torch.
 PROVENANCE = ("peak_memory_source", "torch")
@@ -38,16 +39,43 @@ def update_baselines(
         if entry is None:
             entry = tomlkit.table(is_super_table=True)
             budgets[name] = entry
+        elif isinstance(entry, InlineTable):
+            # budgets.NAME = { ... } cannot hold a [baseline] table: the same keys as a table.
+            entry = _as_table(entry)
+            budgets[name] = entry
         _write_baseline(entry, record)
     new_text = tomlkit.dumps(doc)
     if new_text == old_text:
         return False
+    _refuse_what_the_loader_rejects(path, new_text)
     _atomic_write(path, new_text)
     return True
 
 
+def _as_table(inline: InlineTable) -> Table:
+    table = tomlkit.table()
+    for key, value in inline.items():
+        table[key] = value
+    return table
+
+
+def _refuse_what_the_loader_rejects(path: Path, text: str) -> None:
+    """Never write a file that the next run would stop on."""
+    try:
+        load_text(path, text)
+    except BudgetFileError as exc:
+        raise BudgetFileError(
+            f"{path}: not written: the baselines would make it invalid, please report this layout: {exc}"
+        ) from None
+
+
 def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
     baseline = entry.get("baseline")
+    if baseline is not None and (isinstance(baseline, InlineTable) or _dotted(entry, "baseline")):
+        # baseline = { ... } or baseline.params = ...: ours to write, rewritten as a table that
+        # can hold its layers.
+        del entry["baseline"]
+        baseline = None
     if baseline is None:
         baseline = tomlkit.table()
         baseline.comment("written by pytest --update-budgets")
@@ -81,6 +109,10 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
                 layers[name] = _inline(values)
     if created:
         layers.add(tomlkit.nl())  # a blank line before whatever table follows
+
+
+def _dotted(table: Table, key: str) -> bool:
+    return any(k is not None and k.key == key and k.is_dotted() for k, _ in table.value.body)
 
 
 def _same(current: Any, values: Mapping[str, int]) -> bool:

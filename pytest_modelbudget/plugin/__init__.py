@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..errors import BudgetExceeded
+from ..errors import BudgetExceeded, BudgetFileError
 from .options import MARKER_HELP, add_options, budget_path, named_file, strict
 
 #: A budget marker that could not be read, on an xdist worker: the test fails at setup with it.
@@ -32,7 +32,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     from ..budgets.loader import load_budget_file
-    from ..errors import BudgetFileError
     from .session import SESSION_KEY, BudgetSession, parse_tolerance_option
 
     path = budget_path(config)
@@ -188,7 +187,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     records = budget_session.records if budget_session.update else {}
     remove = budget_session.stale if budget_session.prune else []
     if records or remove:
-        budget_session.written = update_baselines(budget_session.path, records, remove)
+        try:
+            budget_session.written = update_baselines(budget_session.path, records, remove)
+        except (OSError, BudgetFileError) as exc:
+            # One line, the tests' verdicts kept, the reports still written; the file untouched.
+            budget_session.write_error = str(exc) if isinstance(exc, BudgetFileError) else f"{budget_session.path}: not written: {exc}"
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if budget_session.strict and budget_session.stale and not budget_session.prune and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     _write_reports(config, budget_session)
@@ -236,7 +240,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(line, yellow=True)
     for line in tighten_lines(records.values()):
         terminalreporter.write_line(line)
-    if budget_session.update:
+    if budget_session.write_error:
+        terminalreporter.write_line(budget_session.write_error, red=True)
+    elif budget_session.update:
         for line in moved_lines(records.values()):
             terminalreporter.write_line(line)
         terminalreporter.write_line(

@@ -52,6 +52,8 @@ class BudgetSession:
     deselected: int = 0
     stale: list[str] = field(default_factory=list)
     written: bool = False
+    #: Why --update-budgets could not write the file, in one line.
+    write_error: str | None = None
     #: Budget names checked by more than one test: name -> their node ids. Never written.
     conflicts: dict[str, set[str]] = field(default_factory=dict)
 

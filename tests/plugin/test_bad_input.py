@@ -85,3 +85,22 @@ def test_a_bad_marker_under_xdist_names_the_key_instead_of_crashing(project):
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*invalid budget marker: test_parms.py::test_typo: budget marker: unknown key 'parms'*"])
     assert "INTERNALERROR" not in result.stdout.str()
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        '# keep me\n[budgets.net]\nfactory = "mymodels:net"\ninput_size = [1, 3, 16, 16]\nlimits.params = "20K"   # dotted\nbaseline.params = 1\n',
+        '# keep me\nbudgets.net = { factory = "mymodels:net", input_size = [1, 3, 16, 16], limits = { params = "20K" } }\n',
+        '# keep me\n[budgets.net]\nfactory = "mymodels:net"\ninput_size = [1, 3, 16, 16]\nbaseline = { params = 1 }\n',
+    ],
+    ids=["dotted-keys", "inline-entry", "inline-baseline"],
+)
+def test_update_budgets_writes_any_layout_toml_allows_into_a_file_that_loads(project, layout):
+    (project.path / "budgets.toml").write_text(layout)
+    project.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=1)
+    text = (project.path / "budgets.toml").read_text()
+    assert text.startswith("# keep me") and "[budgets.net.baseline]" in text and "params = 314" in text
+    assert "[baseline" not in text  # no top-level table that the loader rejects
+    assert '"20K"' in text or "limits" not in layout
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
