@@ -4,16 +4,23 @@ and the file is replaced atomically (temporary file + rename) or not at all."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory lock, the atomic replace still holds
+    fcntl = None  # type: ignore[assignment]
 
 import tomlkit
 from tomlkit.items import InlineTable, Table
 
-from ..stats import FIGURES, LAYER_FIGURES
 from ..errors import BudgetFileError
+from ..stats import FIGURES, LAYER_FIGURES
 from .loader import load_text, read_text
 
 #: What a baseline records beside its figures: how peak_memory was obtained, and with which torch.
@@ -24,7 +31,31 @@ def update_baselines(
     path: Path, records: Mapping[str, Mapping[str, Any]], remove: Iterable[str] = ()
 ) -> bool:
     """Write each record's figures into ``[budgets.NAME.baseline]``; drop the entries in
-    ``remove``. Returns whether the file changed."""
+    ``remove``. Returns whether the file changed.
+
+    The file is read, merged and replaced under a lock: two runs updating it at once (two CI
+    jobs, a developer and a watcher) each merge into the file as the other left it."""
+    with _locked(path):
+        return _update(path, records, remove)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    # Beside the system's temporary files, not the project's: nothing to commit or ignore. The
+    # budget file itself cannot be the lock: each write replaces it with a new file.
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir(), f"pytest-modelbudget-{digest}.lock")
+    with open(lock_path, "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _update(path: Path, records: Mapping[str, Mapping[str, Any]], remove: Iterable[str]) -> bool:
     old_text = read_text(path) if path.exists() else ""
     doc = tomlkit.parse(old_text)
     budgets = doc.get("budgets")

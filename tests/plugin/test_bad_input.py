@@ -104,3 +104,32 @@ def test_update_budgets_writes_any_layout_toml_allows_into_a_file_that_loads(pro
     assert "[baseline" not in text  # no top-level table that the loader rejects
     assert '"20K"' in text or "limits" not in layout
     project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_two_update_runs_at_once_keep_both_runs_baselines(project):
+    import subprocess
+    import sys
+
+    (project.path / "budgets.toml").write_text("# shared by two CI jobs\n")
+    for index in range(6):
+        project.makepyfile(
+            **{
+                f"test_job{index}": f'''
+                from mymodels import Net
+
+                def test_net(model_budget):
+                    model_budget.check(Net(width={index + 2}), input_size=(1, 3, 8, 8))
+                '''
+            }
+        )
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--update-budgets"]
+    jobs = [
+        subprocess.Popen([*command, f"test_job{index}.py"], cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for index in range(6)
+    ]
+    for job in jobs:
+        output = job.communicate(timeout=300)[0].decode()
+        assert job.returncode == 0, output
+    text = (project.path / "budgets.toml").read_text()
+    assert text.startswith("# shared by two CI jobs")
+    assert all(f'[budgets."test_job{index}.py::test_net".baseline]' in text for index in range(6)), text
