@@ -4,10 +4,11 @@ without writing a test."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import ModelBudgetError
 from .factories import FactoryError, load_callable
@@ -96,10 +97,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # What the model's own code prints while it is built and run (nanoGPT prints its parameter
+    # count) goes to stderr: stdout carries our table or JSON alone, so it can be piped.
+    with contextlib.redirect_stdout(sys.stderr):
+        stats = _measure(args)
+    return _print(args, stats)
+
+
+def _measure(args: argparse.Namespace) -> Any:
     import torch
 
     from .engine import measure
-    from .gate.render import layer_tree, markdown_table, text_table, totals_lines
 
     factory = load_callable(args.factory)
     dtype = None
@@ -127,6 +135,11 @@ def _run(args: argparse.Namespace) -> int:
         autocast=autocast,
         outputs=args.outputs,
     )
+    return stats
+
+
+def _print(args: argparse.Namespace, stats: Any) -> int:
+    from .gate.render import layer_tree, markdown_table, text_table, totals_lines
 
     if args.format == "json":
         print(json.dumps(stats.to_dict(), indent=2))

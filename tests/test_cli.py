@@ -77,3 +77,20 @@ def test_every_option_has_help():
     for option in ("--input-size", "--inputs", "--dtype", "--kwarg", "--meta", "--depth", "--mode", "--device", "--autocast", "--format"):
         block = help_text.split(option, 1)[1].split("\n  --", 1)[0]
         assert len(block.split()) > 3, option
+
+
+def test_json_stays_valid_when_the_model_prints_while_it_is_built(tmp_path):
+    (tmp_path / "chatty.py").write_text(
+        "import torch\n\n"
+        "def model():\n"
+        "    net = torch.nn.Linear(4, 2)\n"
+        "    print('number of parameters: %.2fM' % (10 / 1e6,))  # as nanoGPT's GPT() does\n"
+        "    return net\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_modelbudget", "chatty:model", "--input-size", "1,4", "--format", "json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["params"] == 10
+    assert "number of parameters: 0.00M" in done.stderr
