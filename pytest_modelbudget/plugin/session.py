@@ -91,7 +91,9 @@ class BudgetSession:
         return self.default_tolerance
 
     def compared_figures(self) -> tuple[str, ...]:
-        return tuple(self.file.settings.figures or DEFAULT_FIGURES)
+        figures = self.file.settings.figures
+        # [] means "compare no figure with the baseline" (limits only), not "the default".
+        return tuple(DEFAULT_FIGURES if figures is None else figures)
 
     def line_of(self, *loc: str) -> str:
         text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""

@@ -133,3 +133,14 @@ def test_two_update_runs_at_once_keep_both_runs_baselines(project):
     text = (project.path / "budgets.toml").read_text()
     assert text.startswith("# shared by two CI jobs")
     assert all(f'[budgets."test_job{index}.py::test_net".baseline]' in text for index in range(6)), text
+
+
+def test_an_empty_figures_list_compares_no_figure_with_the_baseline(project):
+    (project.path / "budgets.toml").write_text(BUDGETS)
+    project.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=1)
+    text = (project.path / "budgets.toml").read_text()
+    grown = text.replace("params = 314", "params = 300", 1)
+    (project.path / "budgets.toml").write_text(grown)
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(failed=1)  # default: params compared
+    (project.path / "budgets.toml").write_text(grown.replace('tolerance = "1%"', 'tolerance = "1%"\nfigures = []'))
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)  # limits only
