@@ -29,13 +29,10 @@ def _has_no_data(*tensors: torch.Tensor) -> bool:
     return all(isinstance(t, FakeTensor) or t.is_meta for t in tensors)
 
 
-def _grouped_mm_output(
-    mat_a: torch.Tensor,
-    mat_b: torch.Tensor,
-    offs: torch.Tensor | None = None,
-    bias: torch.Tensor | None = None,
-    out_dtype: torch.dtype | None = None,
-) -> torch.Tensor | None:
+def _grouped_mm_output(func: Any, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    mat_a, mat_b, *rest = args
+    options = dict(zip(("offs", "bias", "out_dtype"), rest), **kwargs)
+    offs, out_dtype = options.get("offs"), options.get("out_dtype")
     if mat_a.dtype == torch.bfloat16 or not _has_no_data(mat_a, mat_b):
         return None  # the op's own kernels cope
     groups = offs.shape[0] if offs is not None else mat_a.shape[0]
@@ -84,13 +81,9 @@ def _no_data_tensor(size: Any, stride: Any, dtype: torch.dtype, device: torch.de
         return meta if fake_mode is None else FakeTensor(fake_mode, meta, device)
 
 
-def _grouped_mm(func: Any, args: tuple, kwargs: dict) -> Any:
-    return _grouped_mm_output(*args, **kwargs)
-
-
 #: op overload -> function(func, args, kwargs) returning the output, or None to run the op itself.
 SHAPE_FUNCTIONS: dict[Any, Callable[[Any, tuple, dict], Any]] = {
-    aten._grouped_mm.default: _grouped_mm,
+    aten._grouped_mm.default: _grouped_mm_output,
     aten.mkldnn_rnn_layer.default: _mkldnn_rnn_layer_output,
 }
 

@@ -61,18 +61,20 @@ def markdown_report(records: Iterable[dict[str, Any]]) -> str:
     return "### Model budgets\n\n" + markdown_table(headers, rows) + "\n" + (notes[1:] + "\n" if notes else "")
 
 
-def tighten_lines(records: Iterable[dict[str, Any]]) -> list[str]:
-    lines = []
+def _checks(records: Iterable[dict[str, Any]], status: str) -> Iterable[tuple[str, dict[str, Any], str]]:
+    """(budget name, check, the figure's kind) of every check with ``status``, by budget name."""
     for record in sorted(records, key=lambda r: r["name"]):
         for check in record["verdict"]["checks"]:
-            if check["status"] == "tighten":
-                kind = FIGURES[check["figure"]]
-                lines.append(
-                    f"{record['name']}: {check['figure']} fell to {format_quantity(check['value'], kind)} "
-                    f"from a baseline of {format_quantity(check['baseline'], kind)}; "
-                    "run pytest --update-budgets to tighten it"
-                )
-    return lines
+            if check["status"] == status:
+                yield record["name"], check, FIGURES[check["figure"]]
+
+
+def tighten_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+    return [
+        f"{name}: {check['figure']} fell to {format_quantity(check['value'], kind)} "
+        f"from a baseline of {format_quantity(check['baseline'], kind)}; run pytest --update-budgets to tighten it"
+        for name, check, kind in _checks(records, "tighten")
+    ]
 
 
 def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
@@ -95,14 +97,12 @@ def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
             lines.append(f"{record['name']}: {', '.join(moves)}")
         else:
             unchanged += 1
-        for check in record["verdict"]["checks"]:
-            if check["status"] == "over_limit":
-                kind = FIGURES[check["figure"]]
-                lines.append(
-                    f"{record['name']}: baseline written although {check['figure']} "
-                    f"{format_quantity(check['value'], kind)} is over its limit {format_quantity(check['limit'], kind)} "
-                    "(the test fails until the model or the limit changes)"
-                )
+        for name, check, kind in _checks([record], "over_limit"):
+            lines.append(
+                f"{name}: baseline written although {check['figure']} {format_quantity(check['value'], kind)} "
+                f"is over its limit {format_quantity(check['limit'], kind)} (the test fails until the model or the "
+                "limit changes)"
+            )
     lines.append(f"{changed} changed, {unchanged} unchanged, {new} new")
     return lines
 

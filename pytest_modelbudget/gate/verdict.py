@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from ..quantities import format_percent, format_quantity
-from ..stats import FIGURES, LAYER_FIGURES
+from ..stats import FIGURES
 from .render import text_table
 
 Status = Literal["ok", "over_limit", "over_baseline", "tighten", "unmeasured"]
