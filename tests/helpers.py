@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parameter import is_lazy
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from pytest_modelbudget import ModelStats, measure
 
@@ -14,6 +15,9 @@ from pytest_modelbudget import ModelStats, measure
 def _value(tensor: torch.Tensor) -> Any:
     if is_lazy(tensor):  # nothing to read before a lazy module's first forward
         return ("lazy", type(tensor))
+    if is_traceable_wrapper_subclass(tensor):  # torchao's int8 weights: compare what they hold
+        names, context = tensor.__tensor_flatten__()
+        return ("subclass", repr(context), tuple(_value(getattr(tensor, name)) for name in names))
     # Meta tensors have no data: their shape and dtype are all there is to keep.
     return ("meta", tuple(tensor.shape), tensor.dtype) if tensor.is_meta else tensor.detach().clone()
 
@@ -44,6 +48,8 @@ def snapshot(model: nn.Module) -> dict[str, Any]:
 
 
 def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
+        return all(_equal(x, y) for x, y in zip(a, b))
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         return a.dtype == b.dtype and a.shape == b.shape and a.device == b.device and torch.equal(a, b)
     return a == b

@@ -3,9 +3,10 @@ the per-layer totals of ``ModelStats`` built from them."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from ..stats import LayerStats, ModelStats
 from .memory import StepMemory, allocator_size
@@ -30,7 +31,7 @@ class TensorInventory:
         """What the model's own tensors take from an allocator rounding to ``block``: one
         allocation per unique storage."""
         storages = {}
-        for tensor in (*self.params.values(), *self.buffers.values()):
+        for tensor in _storage_holders((*self.params.values(), *self.buffers.values())):
             storage = tensor.untyped_storage()
             storages[id(storage)] = storage.nbytes()
         return sum(allocator_size(nbytes, block) for nbytes in storages.values())
@@ -117,6 +118,25 @@ def packed_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]
                         yield f"{prefix}.{role}" if prefix else role, tensor
 
 
+def inner_tensors(tensor: torch.Tensor) -> list[torch.Tensor] | None:
+    """The plain tensors a wrapper subclass (``__tensor_flatten__``: torchao's quantized weights,
+    DTensor) stores its data in; None for a tensor that holds its own storage."""
+    if not is_traceable_wrapper_subclass(tensor):
+        return None
+    names, _ = tensor.__tensor_flatten__()
+    return [part for name in names if isinstance(part := getattr(tensor, name), torch.Tensor)]
+
+
+def _storage_holders(tensors: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    # A wrapper subclass has no storage of its own; its inner tensors are what the allocator holds.
+    for tensor in tensors:
+        inner = inner_tensors(tensor)
+        if inner is None:
+            yield tensor
+        else:
+            yield from _storage_holders(inner)
+
+
 def _ancestors(layers: dict[str, LayerStats], name: str) -> Iterator[LayerStats]:
     """The layers that contain ``name`` (a tensor's or, with a trailing dot, a module's)."""
     parts = name.split(".")
@@ -130,8 +150,12 @@ _SUB_BYTE_BITS = {getattr(torch, f"{kind}{bits}"): bits for kind in ("uint", "in
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:
-    """Storage a tensor needs at its dtype: packed and sub-byte dtypes by their real width, and a
-    per-channel quantized tensor's scales and zero points with it."""
+    """Storage a tensor needs at its dtype: packed and sub-byte dtypes by their real width, a
+    per-channel quantized tensor's scales and zero points with it, and a tensor subclass (torchao's
+    int8 weights, say) by the tensors it really holds, not by its logical dtype."""
+    inner = inner_tensors(tensor)
+    if inner is not None:
+        return sum(tensor_bytes(part) for part in inner)
     bits = _SUB_BYTE_BITS.get(tensor.dtype)
     if bits is not None:
         return (tensor.numel() * bits + 7) // 8

@@ -60,3 +60,16 @@ register_free(
     "quantize_per_tensor", "quantize_per_channel", "quantize_per_tensor_dynamic", "dequantize",
     "q_per_channel_scales", "q_per_channel_zero_points", "int_repr", "quantized::cat", "quantized::cat_relu",
 )
+
+
+# Tensor-subclass quantization (torchao): int8 activations times int8 weights, accumulated in int32.
+@register_cost("_int_mm")
+def _int_mm(args: tuple, kwargs: dict, out: Any) -> Cost:
+    (m, k), n = args[0].shape, args[1].shape[-1]
+    return _matmul(m * k * n)
+
+
+@register_cost("_weight_int8pack_mm", "_weight_int4pack_mm", "_weight_int4pack_mm_for_cpu", "_weight_int4pack_mm_with_scales_and_zeros")
+def _weight_pack_mm(args: tuple, kwargs: dict, out: Any) -> Cost:
+    # Activations (..., K) times a packed low-bit weight: each output element is a K-long dot product.
+    return _matmul(first_numel(out) * args[0].shape[-1])
