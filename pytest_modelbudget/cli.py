@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pytest_modelbudget",
         description="Print the parameters, bytes, MACs, FLOPs and peak memory of a model, per module.",
     )
-    parser.add_argument("factory", help='import path of a callable returning an nn.Module, "package.module:function"')
+    parser.add_argument(
+        "factory",
+        help='import path of a callable returning an nn.Module, "package.module:function", or a model spec: '
+        "torchvision:NAME, timm:NAME, hf:PATH_OR_TYPE (random weights on the meta device, default inputs)",
+    )
     parser.add_argument(
         "--input-size",
         type=_shape,
@@ -49,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inputs", help='import path of a callable returning the inputs, "package.module:function"')
     parser.add_argument("--dtype", help="dtype of --input-size tensors, e.g. long for token ids, float16")
     parser.add_argument("--kwarg", type=_kwarg, action="append", default=[], help="factory keyword argument KEY=VALUE (JSON values)")
-    parser.add_argument("--meta", action="store_true", help="build the model on the meta device (no memory for weights)")
+    parser.add_argument(
+        "--meta", action="store_true", help="build the model on the meta device (no memory for weights; specs always are)"
+    )
     parser.add_argument("--depth", type=int, default=None, help="deepest module level to show (root is 0)")
     parser.add_argument(
         "--mode",
@@ -107,26 +113,23 @@ def _run(args: argparse.Namespace) -> int:
 def _measure(args: argparse.Namespace) -> Any:
     import torch
 
-    from .engine import measure
+    from .engine import build, measure
 
-    factory = load_callable(args.factory)
     dtype = None
     if args.dtype:
         dtype = getattr(torch, args.dtype, None)
         if not isinstance(dtype, torch.dtype):
             raise FactoryError(f"--dtype: {args.dtype!r} is not a torch dtype (try long, float16, bfloat16)")
-    if args.meta:
-        with torch.device("meta"):
-            model = factory(**dict(args.kwarg))
-    else:
-        model = factory(**dict(args.kwarg))
+    built = build(args.factory, dict(args.kwarg), meta=True if args.meta else None)
     inputs = load_callable(args.inputs)() if args.inputs else None
     input_size = None
     if args.input_size:
         input_size = args.input_size[0] if len(args.input_size) == 1 else args.input_size
+    if inputs is None and input_size is None:
+        inputs = built.inputs
     autocast = getattr(torch, args.autocast) if args.autocast else None
     stats = measure(
-        model,
+        built.model,
         inputs,
         input_size=input_size,
         dtype=dtype,

@@ -1,9 +1,19 @@
-"""Resolving ``"package.module:function"`` strings (model factories, input factories)."""
+"""Resolving ``"package.module:function"`` strings (model factories, input factories), and telling
+them from model specs (``torchvision:NAME``, ``timm:NAME``, ``hf:PATH_OR_TYPE``), which the engine
+builds."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any, Callable
+
+
+#: A factory string starting with one of these names a model to build, not a callable to import.
+MODEL_SPEC_PREFIXES = ("torchvision:", "timm:", "hf:")
+
+
+def is_model_spec(text: str) -> bool:
+    return text.startswith(MODEL_SPEC_PREFIXES) and len(text) > text.index(":") + 1
 
 
 class FactoryError(ValueError):

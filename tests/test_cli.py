@@ -94,3 +94,19 @@ def test_json_stays_valid_when_the_model_prints_while_it_is_built(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["params"] == 10
     assert "number of parameters: 0.00M" in done.stderr
+
+
+def test_a_model_spec_needs_no_code_and_no_inputs():
+    result = run_cli(
+        "hf:llama", "--kwarg", "num_hidden_layers=2", "--kwarg", "hidden_size=64", "--kwarg", "intermediate_size=128",
+        "--kwarg", "num_attention_heads=4", "--kwarg", "vocab_size=500", "--format", "json",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    # LlamaModel by hand: embeddings 500*64; per layer q,k,v,o 4*64*64, MLP 3*64*128, two norms 2*64;
+    # the final norm 64.
+    assert data["params"] == 500 * 64 + 2 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) + 64
+    assert data["model_type"] == "LlamaModel"
+    result = run_cli("hf:no_such_type")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: hf:no_such_type: not a model type of transformers")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
+from ..factories import is_model_spec
 from ..quantities import QuantityError, parse_percent, parse_quantity
 from ..stats import FIGURES, LAYER_FIGURES
 
@@ -83,7 +84,8 @@ class Entry(_Strict):
     input_size: list[int] | list[list[int]] | None = None
     inputs: str | None = None
     dtype: str | None = None
-    meta: bool = False
+    #: Build the model on the meta device. Default: yes for a model spec, no for a factory.
+    meta: bool | None = None
     mode: Mode | None = None
     #: Training: the forward's outputs "kept" through backward (default) or "released" before it.
     outputs: Literal["kept", "released"] | None = None
@@ -94,10 +96,15 @@ class Entry(_Strict):
 
     @field_validator("factory", "inputs")
     @classmethod
-    def _import_path(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
-            raise ValueError(f'expected an import path "package.module:function", found {value!r}')
-        return value
+    def _import_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or re.fullmatch(r"[\w.]+:[\w.]+", value):
+            return value
+        if info.field_name == "factory" and is_model_spec(value):
+            return value
+        expected = '"package.module:function"'
+        if info.field_name == "factory":
+            expected += ' or a model spec "torchvision:NAME", "timm:NAME", "hf:PATH_OR_TYPE"'
+        raise ValueError(f"expected an import path {expected}, found {value!r}")
 
 
 class Settings(_Strict):

@@ -10,9 +10,11 @@ or tomlkit.
 - ``memory.py``: the storage ledger; ``simulation.py``: CUDA's choices made on a CPU;
   ``target.py``: which device's memory is reported.
 - ``inputs.py``: turning ``inputs`` / ``input_size`` into call arguments.
+- ``specs/``: models named by ``torchvision:``, ``timm:`` and ``hf:`` specs, with default inputs.
 """
 
 from .inventory import tensor_bytes
 from .measure import measure
+from .specs import BuiltModel, build
 
-__all__ = ["measure", "tensor_bytes"]
+__all__ = ["BuiltModel", "build", "measure", "tensor_bytes"]

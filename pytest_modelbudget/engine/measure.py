@@ -142,12 +142,16 @@ def _run_shapes_only(step: Step, tensors: TensorInventory) -> Watched:
     except MeasureError:
         raise
     except Exception as meta_error:  # noqa: BLE001 - e.g. CPU tensors made in forward: fake tensors cope
-        try:
-            return run_fake(step, tensors)
-        except MeasureError:
-            raise
-        except Exception:  # noqa: BLE001
-            raise meta_error from None
+        # Fake tensors on meta first (what the weights are), then as CPU tensors: a forward that
+        # builds CPU tensors and mixes them with its weights runs only where both agree.
+        for meta_as_cpu in (False, True):
+            try:
+                return run_fake(step, tensors, meta_as_cpu=meta_as_cpu)
+            except MeasureError:
+                raise
+            except Exception:  # noqa: BLE001
+                continue
+        raise meta_error from None
 
 
 @contextlib.contextmanager

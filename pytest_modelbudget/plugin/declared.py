@@ -3,7 +3,6 @@ test to write. Their node ids are ``budgets.toml::NAME``, so ``-k NAME`` selects
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -37,17 +36,13 @@ class DeclaredModel(pytest.Item):
         session: BudgetSession = self.config.stash[SESSION_KEY]
         import torch
 
-        from ..engine import measure
+        from ..engine import build, measure
 
         entry = self.entry
 
         def where(*key: str) -> str:  # read the file only on the error path
             return session.line_of(self.name, *key)
 
-        try:
-            factory = load_callable(entry.factory or "")
-        except FactoryError as exc:
-            raise DeclaredModelError(f"{where('factory')}: budgets.{self.name}.factory: {exc}") from None
         try:
             inputs = load_callable(entry.inputs)() if entry.inputs else None
         except FactoryError as exc:
@@ -58,13 +53,17 @@ class DeclaredModel(pytest.Item):
             if not isinstance(dtype, torch.dtype):
                 raise DeclaredModelError(f"{where('dtype')}: budgets.{self.name}.dtype: {entry.dtype!r} is not a torch dtype")
         try:
-            with torch.device("meta") if entry.meta else contextlib.nullcontext():
-                model = factory(**entry.kwargs)
+            built = build(entry.factory or "", entry.kwargs, meta=entry.meta)
+        except FactoryError as exc:
+            raise DeclaredModelError(f"{where('factory')}: budgets.{self.name}.factory: {exc}") from None
         except Exception as exc:
             raise DeclaredModelError(
                 f"{where()}: budgets.{self.name}: factory {entry.factory}(**{entry.kwargs!r}) raised "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        model = built.model
+        if inputs is None and entry.input_size is None:
+            inputs = built.inputs
         try:
             stats = measure(
                 model,

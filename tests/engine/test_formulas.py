@@ -111,3 +111,43 @@ def test_untagged_arithmetic_is_priced(op, flops):
     stats = measure_checked(Op(), input_size=(4, 6))
     assert stats.uncounted_ops == {}
     assert stats.flops == flops
+
+
+class TriangularSolve(nn.Module):
+    def __init__(self, unitriangular: bool = False) -> None:
+        super().__init__()
+        self.unitriangular = unitriangular
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve_triangular(a, b, upper=False, unitriangular=self.unitriangular)
+
+
+def test_a_triangular_solve_is_priced_by_substitution():
+    # Qwen3-Next's gated delta rule solves a batch of lower-triangular systems. By hand, for a
+    # 6 x 6 system and 3 right-hand sides: unknown i takes i multiply-adds with the solved ones,
+    # 0+1+2+3+4+5 = 15 per column, 45 per system, 90 for a batch of 2; FLOPs twice that plus one
+    # division per unknown (36), none when the diagonal is ones.
+    a = torch.tril(torch.rand(2, 6, 6)) + torch.eye(6)
+    b = torch.rand(2, 6, 3)
+    stats = measure_checked(TriangularSolve(), (a, b))
+    assert (stats.macs, stats.flops, stats.uncounted_ops) == (90, 2 * 90 + 36, {})
+    unit = measure_checked(TriangularSolve(unitriangular=True), (a, b))
+    assert (unit.macs, unit.flops) == (90, 180)
+
+
+class GridSample(nn.Module):
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        return nn.functional.grid_sample(image, grid, mode=self.mode, align_corners=False)
+
+
+@pytest.mark.parametrize(("mode", "per_output"), [("bilinear", 4), ("nearest", 0), ("bicubic", 16)])
+def test_grid_sampling_is_priced_as_upsampling_plus_the_grid(mode, per_output):
+    # RT-DETR's deformable attention samples with F.grid_sample. A (1, 4, 8, 8) image sampled at a
+    # 5 x 6 grid: 4 * 30 = 120 output elements at the upsampling price of the mode, plus 2 FLOPs
+    # per grid coordinate (60 of them) to map [-1, 1] to pixels. No multiply-accumulates.
+    stats = measure_checked(GridSample(mode), (torch.rand(1, 4, 8, 8), torch.rand(1, 5, 6, 2) * 2 - 1))
+    assert (stats.macs, stats.flops, stats.uncounted_ops) == (0, per_output * 120 + 2 * 60, {})

@@ -342,11 +342,11 @@ class Branchy(nn.Module):
         return self.lin(x) if x.sum() > 0 else x
 
 
-class Solve(nn.Module):
-    """A triangular solve: arithmetic with no FLOP rule yet."""
+class Spectrum(nn.Module):
+    """A real FFT: arithmetic with no FLOP rule yet."""
 
     def forward(self, x):
-        return torch.linalg.solve_triangular(x, x, upper=True)
+        return torch.fft.rfft(x)
 
 
 @pytest.mark.budget(params="100")
@@ -356,7 +356,7 @@ def test_real_run(model_budget):
 
 @pytest.mark.budget(peak_memory="100B")
 def test_uncounted(model_budget):
-    model_budget.check(Solve(), input_size=(3, 3))
+    model_budget.check(Spectrum(), input_size=(3, 3))
 '''
 
 
@@ -367,11 +367,26 @@ def test_real_runs_and_uncounted_ops_are_shown_in_the_summary_the_failure_and_th
     result.stdout.fnmatch_lines(
         [
             "*test_real_run: measured by a real CPU run, not a fake one: fake execution failed*",
-            "*test_uncounted: 1 op(s) did arithmetic with no formula, left out of macs and flops: linalg_solve_triangular x1",
+            "*test_uncounted: 1 op(s) did arithmetic with no formula, left out of macs and flops: _fft_r2c x1",
         ]
     )
     # The failure of the test whose flops cannot be trusted says so.
-    result.stdout.fnmatch_lines(["*note: 1 op(s) did arithmetic with no formula*linalg_solve_triangular x1*"])
+    result.stdout.fnmatch_lines(["*note: 1 op(s) did arithmetic with no formula*_fft_r2c x1*"])
     report = json.loads((pytester.path / "report.json").read_text())["budgets"]
     assert report["test_caveats.py::test_real_run"]["execution"] == "real"
-    assert report["test_caveats.py::test_uncounted"]["uncounted_ops"] == {"linalg_solve_triangular": 1}
+    assert report["test_caveats.py::test_uncounted"]["uncounted_ops"] == {"_fft_r2c": 1}
+
+
+def test_a_declared_model_spec_runs_with_default_inputs(pytester):
+    pytester.makefile(
+        ".toml",
+        budgets='[budgets.tiny_bert]\nfactory = "hf:bert"\n'
+        "kwargs = { num_hidden_layers = 1, hidden_size = 32, num_attention_heads = 2, intermediate_size = 64, vocab_size = 100 }\n"
+        'limits = { params = "100K" }\n',
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    # BertModel by hand: embeddings (100 + 512 positions + 2 types) * 32 + LayerNorm 64; one layer:
+    # q,k,v,o 4*(32*32+32), LayerNorm 64, MLP 32*64+64 + 64*32+32, LayerNorm 64; pooler 32*32+32.
+    params = 614 * 32 + 64 + 4 * (32 * 32 + 32) + 64 + (32 * 64 + 64) + (64 * 32 + 32) + 64 + 32 * 32 + 32
+    result.stdout.fnmatch_lines([f"tiny_bert * {params / 1000:.2f}K*passed*"])

@@ -99,3 +99,14 @@ _ACTIVATIONS = (
     "log_sigmoid_forward", "threshold", "silu", "gelu", "relu", "relu6", "sigmoid", "tanh",
 )
 register_cost(*_ACTIVATIONS, *(name + "_" for name in _ACTIVATIONS))(_per_output(1))
+
+
+@register_cost("grid_sampler_2d", "grid_sampler_3d", "cudnn_grid_sampler")
+def _grid_sampler(args: tuple, kwargs: dict, out: Any) -> Cost:
+    # As upsampling, per output element: bilinear 4, trilinear 8, bicubic 16, nearest 0
+    # (interpolation_mode 0, 1, 2); plus 2 per grid coordinate to map it from [-1, 1] to pixels.
+    grid = args[1]
+    volumetric = grid.shape[-1] == 3
+    mode = args[2] if len(args) > 2 else 0
+    per_output = {0: 8 if volumetric else 4, 1: 0, 2: 16}.get(mode, 4)
+    return Cost(0, per_output * first_numel(out) + 2 * grid.numel())

@@ -26,3 +26,14 @@ for _packet, _formula in flop_counter.flop_registry.items():
 def _addmm_activation(args: tuple, kwargs: dict, out: Any) -> Cost:
     matmul = COSTS[aten.addmm](args[:3], {}, out)
     return Cost(matmul.macs, matmul.flops + out.numel())
+
+
+@register_cost("linalg_solve_triangular")
+def _solve_triangular(args: tuple, kwargs: dict, out: Any) -> Cost:
+    # Substitution: unknown i of each right-hand side takes i multiply-adds with the unknowns
+    # already solved, n(n-1)/2 per column in all, and a division unless the diagonal is ones.
+    n = args[0].shape[-1]
+    columns = out.numel() // n if n else 0
+    macs = columns * n * (n - 1) // 2
+    unitriangular = kwargs.get("unitriangular", args[4] if len(args) > 4 else False)
+    return Cost(macs, 2 * macs + (0 if unitriangular else out.numel()))

@@ -11,9 +11,11 @@ from ..inventory import TensorInventory
 from ..step import Step, Watched
 
 
-def run_fake(step: Step, tensors: TensorInventory) -> Watched:
-    # Autocast has no meta dispatch key: under autocast, meta tensors become fake CPU ones.
-    meta_as_cpu = tensors.on_meta and step.autocast is not None
+def run_fake(step: Step, tensors: TensorInventory, *, meta_as_cpu: bool = False) -> Watched:
+    """``meta_as_cpu``: a meta model's tensors become fake CPU tensors, for models that make CPU
+    tensors in forward and mix them with their weights (DETR-style position tables), and for
+    autocast, which has no meta dispatch key."""
+    meta_as_cpu = tensors.on_meta and (meta_as_cpu or step.autocast is not None)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
 
     def to_fake(tensor: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,354 @@
+"""Every architecture we can build, measured and checked against references we did not compute.
+
+    python benchmarks/zoo_sweep.py [--only transformers,timm,torchvision] [--family llama,vit]
+                                   [--out benchmarks/zoo_sweep.jsonl] [--timeout 120] [--jobs 2]
+                                   [--fresh | --retry crashed,off] [--summary]
+
+Run by hand, not in CI. What it tries:
+- transformers: every model type of ``MODEL_MAPPING_NAMES``, its default config built on the meta
+  device (``hf:TYPE``), with the default inputs ``hf:`` specs get, shortened to 1x32 tokens.
+- timm: two models per family (the first two names of each module), on meta, at their input size.
+- torchvision: every builder of ``list_models()``, on meta, at its weights' crop size.
+
+Each model runs in its own forked process with a timeout; results are appended to a JSON-lines file,
+one line per model, so that a killed sweep resumes where it stopped (``--fresh`` starts over).
+
+References, none of them ours:
+- params: transformers' own ``num_parameters()``; for timm and torchvision, the count of the
+  unique ``nn.Parameter`` objects (PyTorch's ``model.parameters()``).
+- MACs: ``torch.utils.flop_counter.FlopCounterMode`` on the same meta model with the math attention
+  path (FLOPs / 2), plus what PyTorch's counter has no formula for, counted here from shapes: the
+  experts' grouped matmuls (``aten._grouped_mm``), oneDNN's LSTM layers and triangular solves.
+  Where FlopCounterMode cannot run the meta model (it reads values) and the config has under 1B
+  parameters, the reference runs on a CPU build of it.
+- time: FlopCounterMode alone on the same meta model; the ratio is ours over it.
+
+Statuses: exact (params and MACs equal), off (a figure differs), crashed (measure() raised),
+no_inputs (no default inputs for the family), build_failed (the model did not build from its
+config), reference_failed (FlopCounterMode could not run it: only params are compared), timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+import traceback
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DEFAULT_OUT = ROOT / "benchmarks" / "zoo_sweep.jsonl"
+TOKENS = 32
+
+
+# --- what to try ---------------------------------------------------------------------------------------
+
+
+def transformers_specs() -> list[tuple[str, str]]:
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    return [(f"hf:{kind}", kind) for kind in sorted(MODEL_MAPPING_NAMES)]
+
+
+def timm_specs() -> list[tuple[str, str]]:
+    import timm
+
+    # A family is a timm module (resnet, vision_transformer, ...): its first two models.
+    return [(f"timm:{name}", module) for module in sorted(timm.list_modules()) for name in timm.list_models(module=module)[:2]]
+
+
+def torchvision_specs() -> list[tuple[str, str]]:
+    import torchvision
+
+    return [(f"torchvision:{name}", name.split("_")[0]) for name in sorted(torchvision.models.list_models())]
+
+
+LIBRARIES = {"transformers": transformers_specs, "timm": timm_specs, "torchvision": torchvision_specs}
+
+
+# --- one model, in its own process -------------------------------------------------------------------------
+
+
+def _grouped_mm_macs(func: Any, args: tuple) -> int:
+    # (M, K) x (G, K, N): every routed row through its own expert's K x N matmul; (M, K) x (K, N)
+    # split along K in G groups: still M*K*N.
+    a, b = args[0], args[1]
+    if a.dim() == 2 and b.dim() == 3:
+        return a.shape[0] * a.shape[1] * b.shape[-1]
+    if a.dim() == 2 and b.dim() == 2:
+        return a.shape[0] * a.shape[1] * b.shape[1]
+    if a.dim() == 3 and b.dim() == 3:
+        return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[-1]
+    return a.shape[-2] * a.shape[-1] * b.shape[-1]
+
+
+def reference_macs(model: Any, inputs: Any, device: str = "meta") -> int:
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class GroupedMatmuls(TorchDispatchMode):
+        macs = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten._grouped_mm:
+                GroupedMatmuls.macs += _grouped_mm_macs(func, args)
+            elif func.overloadpacket is torch.ops.aten.mkldnn_rnn_layer:
+                # oneDNN's LSTM layer on the CPU: every time step multiplies by W_ih and W_hh.
+                steps, batch = args[0].shape[0], args[0].shape[1]
+                GroupedMatmuls.macs += steps * batch * (args[1].numel() + args[2].numel())
+            elif func.overloadpacket is torch.ops.aten.linalg_solve_triangular:
+                n = args[0].shape[-1]  # substitution: n(n-1)/2 multiply-adds per right-hand side
+                GroupedMatmuls.macs += (args[1].numel() // n) * n * (n - 1) // 2
+            return func(*args, **(kwargs or {}))
+
+    args, kwargs = _call(inputs, device)
+    model.requires_grad_(False)  # FlopCounterMode's module tracker trips on some models otherwise
+    try:
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, GroupedMatmuls(), torch.no_grad():
+            model(*args, **kwargs)
+    except RuntimeError as exc:
+        if "BFloat16" not in str(exc):
+            raise
+        # aten._grouped_mm takes no fp32 on this build: the same arithmetic in bf16.
+        GroupedMatmuls.macs = 0
+        model.to(torch.bfloat16)
+        kwargs = {k: v.to(torch.bfloat16) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kwargs.items()}
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, GroupedMatmuls(), torch.no_grad():
+            model(*args, **kwargs)
+    return counter.get_total_flops() // 2 + GroupedMatmuls.macs
+
+
+def _call(inputs: Any, device: str = "meta") -> tuple[tuple, dict]:
+    import torch
+
+    if isinstance(inputs, dict):
+        return (), {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    if isinstance(inputs, tuple):
+        return tuple(v.to(device) for v in inputs), {}
+    return (inputs.to(device),), {}
+
+
+def reference_params(spec: str, model: Any) -> int:
+    if spec.startswith("hf:"):
+        return model.num_parameters()
+    return sum(p.numel() for p in model.parameters())
+
+
+def _shorten(inputs: Any) -> Any:
+    # Generic short inputs for the registry: 1 x TOKENS token ids.
+    if isinstance(inputs, dict):
+        return {k: v[:, :TOKENS] if k.endswith("input_ids") else v for k, v in inputs.items()}
+    return inputs
+
+
+#: Models whose default config has fewer parameters are built on the CPU when meta cannot run them.
+CPU_FALLBACK_PARAMS = 1_000_000_000
+
+
+def _measure(measure: Any, model: Any, inputs: Any, device: str) -> Any:
+    args, kwargs = _call(inputs, device)
+    if kwargs:
+        return measure(model, inputs=kwargs)
+    return measure(model, args if len(args) > 1 else args[0])
+
+
+def sweep_one(spec: str, family: str) -> dict[str, Any]:
+    warnings.filterwarnings("ignore")
+    import torch
+
+    torch.set_num_threads(1)
+    from pytest_modelbudget import measure
+    from pytest_modelbudget.engine.specs import build_model_spec
+    from pytest_modelbudget.engine.specs.hf import NoDefaultInputs
+
+    row: dict[str, Any] = {"spec": spec, "family": family}
+    try:
+        built = build_model_spec(spec, meta=True)
+    except NoDefaultInputs as exc:
+        return {**row, "status": "no_inputs", "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - a sweep records every failure
+        return {**row, "status": "build_failed", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
+    model, inputs = built.model, _shorten(built.inputs)
+    row["params_reference"] = reference_params(spec, model)
+    device = "meta"
+    start = time.perf_counter()
+    try:
+        stats = _measure(measure, model, inputs, device)
+    except Exception as exc:  # noqa: BLE001
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        if "on meta tensors" not in error or row["params_reference"] > CPU_FALLBACK_PARAMS:
+            return {**row, "status": "crashed", "error": error, "where": traceback.format_exc().splitlines()[-3][:200]}
+        # Data-dependent on meta (its buffers or inputs' values are read): measure() says to
+        # build it on the CPU; so does the sweep, where the default config is small enough.
+        row["meta_error"] = error
+        device = "cpu"
+        try:
+            model = build_model_spec(spec, meta=False).model
+            start = time.perf_counter()
+            stats = _measure(measure, model, inputs, device)
+        except Exception as exc:  # noqa: BLE001
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            return {**row, "status": "crashed", "error": error, "where": traceback.format_exc().splitlines()[-3][:200]}
+    row["seconds"] = time.perf_counter() - start
+    row["device"] = device
+    row.update(params=stats.params, macs=stats.macs, execution=stats.execution, uncounted_ops=stats.uncounted_ops)
+    try:
+        start = time.perf_counter()
+        row["macs_reference"] = reference_macs(model, inputs, device)
+        row["reference_seconds"] = time.perf_counter() - start
+        row["reference_device"] = device
+    except Exception as exc:  # noqa: BLE001
+        row["reference_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        if device == "meta" and row["params_reference"] <= CPU_FALLBACK_PARAMS:
+            # FlopCounterMode cannot run it on meta (it reads values ours did not need): the
+            # reference runs on a CPU build of the same config.
+            try:
+                row["macs_reference"] = reference_macs(build_model_spec(spec, meta=False).model, inputs, "cpu")
+                row["reference_device"] = "cpu"
+            except Exception as exc:  # noqa: BLE001
+                row["reference_error"] += f"; on the CPU: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    params_ok = row["params"] == row["params_reference"]
+    if "macs_reference" not in row:
+        row["status"] = "reference_failed" if params_ok else "off"
+    else:
+        row["status"] = "exact" if params_ok and row["macs"] == row["macs_reference"] else "off"
+    return row
+
+
+def _child(spec: str, family: str, conn: Any) -> None:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the models' own prints
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+    try:
+        conn.send(sweep_one(spec, family))
+    except BaseException as exc:  # noqa: BLE001
+        conn.send({"spec": spec, "family": family, "status": "crashed", "error": repr(exc)[:300]})
+
+
+# --- the sweep -------------------------------------------------------------------------------------------
+
+
+def run(todo: list[tuple[str, str]], out: Path, timeout: float, jobs: int) -> None:
+    context = multiprocessing.get_context("fork")
+    running: list[tuple[Any, Any, str, str, float]] = []
+    with out.open("a") as sink:
+        while todo or running:
+            while todo and len(running) < jobs:
+                spec, family = todo.pop(0)
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(target=_child, args=(spec, family, send), daemon=True)
+                process.start()
+                send.close()  # the child's end: its death then reads as end of file here
+                running.append((process, receive, spec, family, time.monotonic()))
+            time.sleep(0.05)
+            for item in list(running):
+                process, receive, spec, family, started = item
+                row = None
+                if receive.poll():
+                    try:
+                        row = receive.recv()
+                    except EOFError:  # died without a word: killed for memory, a segfault
+                        process.join(5)
+                        row = {"spec": spec, "family": family, "status": "crashed", "error": f"process died (exit {process.exitcode})"}
+                    process.join(5)
+                elif not process.is_alive():
+                    row = {"spec": spec, "family": family, "status": "crashed", "error": f"process died (exit {process.exitcode})"}
+                elif time.monotonic() - started > timeout:
+                    process.kill()
+                    row = {"spec": spec, "family": family, "status": "timeout", "error": f"over {timeout:g} s"}
+                if row is not None:
+                    if process.is_alive():
+                        process.kill()
+                    running.remove(item)
+                    sink.write(json.dumps(row) + "\n")
+                    sink.flush()
+                    print(f"{row['status']:16} {spec}  {row.get('error', '')[:100]}", flush=True)
+
+
+def summary(out: Path) -> list[str]:
+    rows: dict[str, dict] = {}
+    for line in out.read_text().splitlines():
+        row = json.loads(line)
+        rows[row["spec"]] = row  # the newest line of a spec wins
+    lines = [f"zoo sweep of {datetime.date.today()}: {len(rows)} models"]
+    for library in ("hf", "timm", "torchvision"):
+        mine = [r for r in rows.values() if r["spec"].startswith(library + ":")]
+        if not mine:
+            continue
+        counts = Counter(r["status"] for r in mine)
+        measured = [r for r in mine if "macs" in r]
+        # Only where both ran on the same device (a CPU reference of a meta measurement is not a race).
+        ratios = sorted(
+            r["seconds"] / r["reference_seconds"]
+            for r in measured
+            if r.get("reference_seconds") and r.get("reference_device", r.get("device")) == r.get("device")
+        )
+        real = sum(1 for r in measured if r["execution"] != "fake")
+        on_cpu = sum(1 for r in measured if r.get("device") == "cpu")
+        uncounted = Counter(op for r in measured for op in r.get("uncounted_ops", {}))
+        checked = counts["exact"] + counts["off"]
+        lines.append(
+            f"{library}: {counts['exact']} of {checked} checked exact; "
+            + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            + f"; data-dependent, built on the CPU {on_cpu}, of which run for real {real}"
+        )
+        if ratios:
+            lines.append(
+                f"  time against FlopCounterMode: median {statistics.median(ratios):.2f}x, "
+                f"p90 {ratios[int(0.9 * (len(ratios) - 1))]:.2f}x, worst {ratios[-1]:.2f}x"
+            )
+        if uncounted:
+            lines.append("  uncounted ops: " + ", ".join(f"{op} ({n})" for op, n in uncounted.most_common(12)))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="transformers,timm,torchvision")
+    parser.add_argument("--family", default="", help="comma-separated families (model types) to try")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--fresh", action="store_true", help="start over instead of resuming")
+    parser.add_argument("--retry", default="", help="comma-separated statuses to try again (crashed,off,...)")
+    parser.add_argument("--summary", action="store_true", help="print the summary of --out and stop")
+    args = parser.parse_args()
+    if not args.summary:
+        import torch  # noqa: F401 - imported once, before the forks
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        if args.fresh and args.out.exists():
+            args.out.unlink()
+        retry = {status for status in args.retry.split(",") if status}
+        latest = {}
+        for line in args.out.read_text().splitlines() if args.out.exists() else ():
+            row = json.loads(line)
+            latest[row["spec"]] = row["status"]
+        done = {spec for spec, status in latest.items() if status not in retry}
+        families = {f for f in args.family.split(",") if f}
+        todo = []
+        for library in args.only.split(","):
+            try:
+                specs = LIBRARIES[library]()
+            except ImportError as exc:
+                print(f"{library}: skipped ({exc})")
+                continue
+            todo += [(s, f) for s, f in specs if s not in done and (not families or f in families)]
+        print(f"{len(todo)} models to try ({len(done)} already in {args.out})", flush=True)
+        run(todo, args.out, args.timeout, args.jobs)
+    print("\n".join(summary(args.out)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Models named by a spec instead of a factory: ``torchvision:NAME``, ``timm:NAME`` and
+``hf:PATH_OR_TYPE``, each built with random weights (on the meta device where asked) and with
+default inputs, so that ``python -m pytest_modelbudget torchvision:resnet50`` needs no code.
+
+- ``hf.py``: transformers configs, and default inputs read from them.
+- ``vision.py``: torchvision's and timm's builders, at their input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+import contextlib
+
+import torch
+
+from ...factories import FactoryError, is_model_spec, load_callable
+
+__all__ = ["BuiltModel", "build", "build_model_spec", "is_model_spec"]
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    model: nn.Module
+    #: What the spec's model is called with unless the caller gives inputs: a tensor (one
+    #: positional argument) or a dict of keyword arguments.
+    inputs: Any
+
+
+def build_model_spec(spec: str, kwargs: dict[str, Any] | None = None, *, meta: bool | None = None) -> BuiltModel:
+    """Build the model a spec names. ``kwargs`` go to the builder (torchvision, timm) or override
+    the config's fields (hf). ``meta`` defaults to the meta device, except for models whose
+    forward depends on values (torchvision's detectors), which are built on the CPU."""
+    kind, _, name = spec.partition(":")
+    if not is_model_spec(spec):
+        raise FactoryError(f"{spec!r}: expected torchvision:NAME, timm:NAME or hf:PATH_OR_TYPE")
+    if kind == "hf":
+        from .hf import build_hf
+
+        return build_hf(name, kwargs or {}, meta=meta is not False)
+    from .vision import build_timm, build_torchvision
+
+    return (build_torchvision if kind == "torchvision" else build_timm)(name, kwargs or {}, meta=meta)
+
+
+def build(factory: str, kwargs: dict[str, Any] | None = None, *, meta: bool | None = None) -> BuiltModel:
+    """The model a factory (``"package.module:function"``, called with ``kwargs``) or a model spec
+    names. ``meta`` defaults to the meta device for specs (their weights are random anyway) and to
+    the factory's own device for factories. Raises ``FactoryError`` for a name that resolves to
+    nothing; whatever the factory itself raises goes through."""
+    if is_model_spec(factory):
+        return build_model_spec(factory, kwargs, meta=meta)
+    function = load_callable(factory)
+    with torch.device("meta") if meta else contextlib.nullcontext():
+        model = function(**(kwargs or {}))
+    return BuiltModel(model, None)

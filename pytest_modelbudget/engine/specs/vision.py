@@ -1,0 +1,72 @@
+"""torchvision's and timm's model builders, by name, with an input at the model's own size."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any
+
+import torch
+
+from ...factories import FactoryError
+from . import BuiltModel
+
+def _device(meta: bool) -> Any:
+    return torch.device("meta") if meta else contextlib.nullcontext()
+
+
+def build_torchvision(name: str, kwargs: dict[str, Any], *, meta: bool | None) -> BuiltModel:
+    try:
+        import torchvision
+    except ImportError:
+        raise FactoryError(f"torchvision:{name}: torchvision is not installed") from None
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        known = ", ".join(sorted(torchvision.models.list_models())[:8])
+        raise FactoryError(f"torchvision:{name}: no such model builder (torchvision has {known}, ...)") from None
+    weights = torchvision.models.get_model_weights(name)
+    default = next(iter(weights), None) if weights is not None else None
+    # Random weights only, never a download: detection and segmentation builders fetch a
+    # pretrained backbone by default.
+    accepted = inspect.signature(builder).parameters
+    never_download = {key: None for key in ("weights", "weights_backbone") if key in accepted}
+    if meta is None:
+        # Detectors keep the boxes that score highest: their forward needs values, a real run.
+        meta = name not in torchvision.models.list_models(module=torchvision.models.detection)
+    with _device(meta):
+        model = builder(**{**never_download, **kwargs})
+    shape = _input_shape(name, default)
+    if isinstance(getattr(model, "image_size", None), int):  # a ViT built for another size than its weights'
+        shape = (*shape[:-2], model.image_size, model.image_size)
+    image = torch.randn(1, *shape)
+    if name in torchvision.models.list_models(module=torchvision.models.optical_flow):
+        return BuiltModel(model.eval(), (image, image.clone()))  # flow between two frames
+    return BuiltModel(model.eval(), image)
+
+
+def _input_shape(name: str, weights: Any) -> tuple[int, ...]:
+    # The crop the published weights were evaluated at (224 for most, 299 for inception_v3, 112
+    # for the video models, which take 16 frames); detection models resize inside themselves.
+    crop = getattr(weights.transforms, "keywords", {}).get("crop_size", 224) if weights is not None else 224
+    crop = crop[0] if isinstance(crop, (tuple, list)) else crop
+    import torchvision
+
+    if name in torchvision.models.list_models(module=torchvision.models.video):
+        return (3, 16, crop, crop)
+    return (3, crop, crop)
+
+
+def build_timm(name: str, kwargs: dict[str, Any], *, meta: bool | None) -> BuiltModel:
+    try:
+        import timm
+
+        known = timm.list_models()
+    except (ImportError, AttributeError):  # AttributeError: a folder named timm on the path
+        raise FactoryError(f"timm:{name}: timm is not installed (pip install timm)") from None
+    if name not in known:
+        raise FactoryError(f"timm:{name}: timm has no such model (see timm.list_models())")
+    with _device(meta is not False):
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    size = model.pretrained_cfg.get("input_size", (3, 224, 224))
+    return BuiltModel(model.eval(), torch.randn(1, *size))
