@@ -1,7 +1,7 @@
 """The speed and memory goals of pytest-modelbudget, measured (not asserted: these are shared,
 noisy machines; the README reports what this prints).
 
-    python benchmarks/goals.py [--only meta,llama,import,declared]
+    python benchmarks/goals.py [--only meta,llama,import,declared,loops,first,small]
 
 - meta:     full measurement of resnet50 and vit_b_16 (1x3x224x224, meta device) against
             FlopCounterMode alone on the same model, in one process. Goal: within 1.5x.
@@ -18,6 +18,8 @@ noisy machines; the README reports what this prints).
 - first:    the first measure() of a process (one nn.Linear), beyond importing torch, and how
             much of it is torch's own lazy import of torch._dynamo, which any Python dispatch mode
             (FlopCounterMode too) triggers. Goal: < 0.5 s.
+- small:    the fixed cost of a measure() call: a 2-layer MLP (4x64 inputs), measure() against the
+            same forward on fake tensors alone (FakeTensorMode). Goal: at most 2 ms more.
 """
 
 from __future__ import annotations
@@ -294,7 +296,38 @@ def first() -> list[str]:
     ]
 
 
-GOALS = {"meta": meta, "llama": llama, "import": plugin_import, "declared": declared, "loops": loops, "first": first}
+SMALL = r"""
+import json, statistics, time, torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from pytest_modelbudget import measure
+model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+x = torch.randn(4, 64)
+def fake_forward():
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode, torch.no_grad():
+        model(mode.from_tensor(x))
+def ours():
+    measure(model, x)
+fake_forward(); ours()
+times = {"fake": [], "measure": []}
+for _ in range(50):
+    for label, fn in (("fake", fake_forward), ("measure", ours)):
+        start = time.perf_counter(); fn(); times[label].append(time.perf_counter() - start)
+print(json.dumps({k: statistics.median(v) for k, v in times.items()}))
+"""
+
+
+def small() -> list[str]:
+    t = json.loads(_python(SMALL).stdout.splitlines()[-1])
+    extra_ms = (t["measure"] - t["fake"]) * 1e3
+    return [
+        f"small MLP: measure() {t['measure'] * 1e3:.2f} ms, its forward on fake tensors {t['fake'] * 1e3:.2f} ms, "
+        f"extra {extra_ms:+.2f} ms (goal <= 2 ms: {'met' if extra_ms <= 2 else 'MISSED'})"
+    ]
+
+
+GOALS = {
+    "meta": meta, "llama": llama, "import": plugin_import, "declared": declared, "loops": loops, "first": first, "small": small,
+}
 
 
 def main() -> int:
