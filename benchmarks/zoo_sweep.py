@@ -181,7 +181,8 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
         return {**row, "status": "build_failed", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
     model, inputs = built.model, _shorten(built.inputs)
     row["params_reference"] = reference_params(spec, model)
-    device = "meta"
+    # Specs build on meta, but for models whose forward needs values (torchvision's detectors).
+    device = "meta" if any(p.is_meta for p in model.parameters()) else "cpu"
     start = time.perf_counter()
     try:
         stats = _measure(measure, model, inputs, device)

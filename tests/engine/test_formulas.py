@@ -151,3 +151,17 @@ def test_grid_sampling_is_priced_as_upsampling_plus_the_grid(mode, per_output):
     # per grid coordinate (60 of them) to map [-1, 1] to pixels. No multiply-accumulates.
     stats = measure_checked(GridSample(mode), (torch.rand(1, 4, 8, 8), torch.rand(1, 5, 6, 2) * 2 - 1))
     assert (stats.macs, stats.flops, stats.uncounted_ops) == (0, per_output * 120 + 2 * 60, {})
+
+
+class ScatterAndPolar(nn.Module):
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> tuple:
+        summed = torch.zeros(3, 4).scatter_reduce(0, index, x, reduce="sum")  # TAPAS's segment sums
+        added = torch.zeros(5, 4).index_add(0, torch.tensor([0, 1, 1]), torch.ones(3, 4))
+        return summed, added, torch.polar(x, x)  # Llama 4's rotary frequencies
+
+
+def test_scatter_reductions_and_polar_are_priced():
+    # By hand: scatter_reduce folds 2 x 4 = 8 source elements (1 each), index_add 3 x 4 = 12,
+    # polar makes 8 complex numbers at 4 FLOPs each (cos, sin, two multiplies): 52.
+    stats = measure_checked(ScatterAndPolar(), (torch.rand(2, 4), torch.zeros(2, 4, dtype=torch.long)))
+    assert (stats.macs, stats.flops, stats.uncounted_ops) == (0, 8 + 12 + 32, {})

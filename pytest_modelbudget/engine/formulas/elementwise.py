@@ -110,3 +110,14 @@ def _grid_sampler(args: tuple, kwargs: dict, out: Any) -> Cost:
     mode = args[2] if len(args) > 2 else 0
     per_output = {0: 8 if volumetric else 4, 1: 0, 2: 16}.get(mode, 4)
     return Cost(0, per_output * first_numel(out) + 2 * grid.numel())
+
+
+@register_cost("scatter_reduce", "scatter_reduce_", "scatter_add", "scatter_add_", "index_add", "index_add_", "index_reduce")
+def _scatter_reduce(args: tuple, kwargs: dict, out: Any) -> Cost:
+    # One reduction step (add, multiply, max, min) per source element folded into the output.
+    source = args[3] if len(args) > 3 else kwargs.get("src", kwargs.get("source"))
+    return Cost(0, numel(source))
+
+
+# torch.polar (Llama 4's rotary frequencies): abs * cos(angle) and abs * sin(angle), 4 per element.
+register_cost("polar")(_per_output(4))

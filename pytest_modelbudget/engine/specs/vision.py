@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -34,8 +34,17 @@ def build_torchvision(name: str, kwargs: dict[str, Any], *, meta: bool | None) -
     if meta is None:
         # Detectors keep the boxes that score highest: their forward needs values, a real run.
         meta = name not in torchvision.models.list_models(module=torchvision.models.detection)
-    with _device(meta):
-        model = builder(**{**never_download, **kwargs})
+    try:
+        with _device(meta):
+            model = builder(**{**never_download, **kwargs})
+    except NotImplementedError:
+        if not meta:
+            raise
+        # The builder computes its widths with tensors (RegNet): under the meta device those have
+        # no values. Build on the CPU with each parameter and buffer moved to meta as it is
+        # registered: no memory for the weights either way.
+        with _registered_on_meta():
+            model = builder(**{**never_download, **kwargs})
     shape = _input_shape(name, default)
     if isinstance(getattr(model, "image_size", None), int):  # a ViT built for another size than its weights'
         shape = (*shape[:-2], model.image_size, model.image_size)
@@ -43,6 +52,27 @@ def build_torchvision(name: str, kwargs: dict[str, Any], *, meta: bool | None) -
     if name in torchvision.models.list_models(module=torchvision.models.optical_flow):
         return BuiltModel(model.eval(), (image, image.clone()))  # flow between two frames
     return BuiltModel(model.eval(), image)
+
+
+@contextlib.contextmanager
+def _registered_on_meta() -> Iterator[None]:
+    register_parameter, register_buffer = torch.nn.Module.register_parameter, torch.nn.Module.register_buffer
+
+    def parameter_on_meta(module: torch.nn.Module, name: str, param: Any) -> None:
+        if param is not None:
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register_parameter(module, name, param)
+
+    def buffer_on_meta(module: torch.nn.Module, name: str, tensor: Any, persistent: bool = True) -> None:
+        register_buffer(module, name, tensor.to("meta") if tensor is not None else None, persistent)
+
+    torch.nn.Module.register_parameter = parameter_on_meta  # type: ignore[method-assign]
+    torch.nn.Module.register_buffer = buffer_on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register_parameter  # type: ignore[method-assign]
+        torch.nn.Module.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
 def _input_shape(name: str, weights: Any) -> tuple[int, ...]:
