@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Hashable
 
 import torch
+import torch.utils._pytree as pytree
 from torch._subclasses.fake_tensor import FakeTensor
 
 aten = torch.ops.aten
@@ -79,6 +80,21 @@ def _no_data_tensor(size: Any, stride: Any, dtype: torch.dtype, device: torch.de
     with torch._C._DisableTorchDispatch():
         meta = torch.empty_strided(size, stride, dtype=dtype, device="meta")
         return meta if fake_mode is None else FakeTensor(fake_mode, meta, device)
+
+
+def cpu_to_meta(values: Any) -> Any:
+    """``values`` with its real CPU tensors replaced by meta ones of the same metadata, when it
+    holds both meta and real CPU tensors; None otherwise."""
+    tensors = [t for t in pytree.tree_leaves(values) if isinstance(t, torch.Tensor)]
+    if not any(t.is_meta and not isinstance(t, FakeTensor) for t in tensors):
+        return None
+    if not any(t.device.type == "cpu" and not isinstance(t, FakeTensor) for t in tensors):
+        return None
+    return pytree.tree_map_only(
+        torch.Tensor,
+        lambda t: t if t.is_meta or isinstance(t, FakeTensor) else _no_data_tensor(t.shape, t.stride(), t.dtype, torch.device("meta"), None),
+        values,
+    )
 
 
 #: op overload -> function(func, args, kwargs) returning the output, or None to run the op itself.

@@ -147,7 +147,17 @@ class OpCounter(TorchDispatchMode):
             if result is not NotImplemented:
                 return result
             self._not_decomposable.add(func)
-        out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
+        try:
+            out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
+        except RuntimeError:
+            # A meta model's forward made a CPU tensor (a position table from torch.arange) and
+            # mixes it with meta ones: on the device, both would be there. Values are not needed
+            # for shapes; without this the whole run would start over on fake tensors.
+            moved = shapes.cpu_to_meta((args, kwargs))
+            if moved is None:
+                raise
+            args, kwargs = moved
+            out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
         if self.ledger is not None:
             self.ledger.hold_outputs(out)
         if self.counting:

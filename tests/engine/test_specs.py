@@ -156,3 +156,16 @@ def test_torchvision_specs_never_download_and_match_published_counts():
         assert isinstance(flow.inputs, tuple) and len(flow.inputs) == 2  # two frames
     with pytest.raises(FactoryError, match="torchvision:resnet5000: no such model builder"):
         build("torchvision:resnet5000")
+
+
+def test_a_meta_model_that_builds_cpu_tables_in_forward_stays_on_meta():
+    # torchvision's MViT makes its relative-position indices with torch.arange on the CPU in
+    # forward and indexes meta weights with them: the op runs with the CPU tensor moved to meta,
+    # not the whole model again on fake tensors; the count is FlopCounterMode's on the same model.
+    pytest.importorskip("torchvision")
+    built = build("torchvision:mvit_v2_s")
+    stats = measure_checked(built.model, built.inputs)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        built.model(built.inputs.to("meta"))
+    assert stats.macs == counter.get_total_flops() // 2
+    assert stats.notes == []
