@@ -18,15 +18,19 @@ References, none of them ours:
   unique ``nn.Parameter`` objects (PyTorch's ``model.parameters()``).
 - MACs: ``torch.utils.flop_counter.FlopCounterMode`` on the same meta model with the math attention
   path (FLOPs / 2), plus what PyTorch's counter has no formula for, counted here from shapes: the
-  experts' grouped matmuls (``aten._grouped_mm``), oneDNN's LSTM layers and triangular solves.
+  experts' grouped matmuls (``aten._grouped_mm``), oneDNN's LSTM layers, triangular solves and
+  ``cdist``'s Euclidean distances.
   Where FlopCounterMode cannot run the meta model (it reads values) and the config has under 1B
   parameters, the reference runs on a CPU build of it.
 - time: FlopCounterMode alone on the same meta model; the ratio is ours over it, each timed on its
   second call (the first pays one-time costs: imports, caches) where the first took under 5 s.
 
-Statuses: exact (params and MACs equal), off (a figure differs), crashed (measure() raised),
-no_inputs (no default inputs for the family), build_failed (the model did not build from its
-config), reference_failed (FlopCounterMode could not run it: only params are compared), timeout.
+Statuses: exact (params and MACs equal), off (a figure differs), reference_failed (FlopCounterMode
+could not run it: only params are compared), no_inputs (no default inputs for the family),
+build_failed (the model did not build from its default config), forward_raised (the model's own
+forward rejected its default config or the generic inputs), data_dependent_on_meta (it reads
+values a meta model lacks, and its config is too big for a CPU build here), process_died (a
+segfault in the model's kernels), timeout, and crashed: an error of ours.
 """
 
 from __future__ import annotations
@@ -108,6 +112,9 @@ def reference_macs(model: Any, inputs: Any, device: str = "meta") -> int:
                 # oneDNN's LSTM layer on the CPU: every time step multiplies by W_ih and W_hh.
                 steps, batch = args[0].shape[0], args[0].shape[1]
                 GroupedMatmuls.macs += steps * batch * (args[1].numel() + args[2].numel())
+            elif func.overloadpacket is torch.ops.aten._euclidean_dist:
+                # cdist: P x R distances over M features, one product each.
+                GroupedMatmuls.macs += args[0].shape[-2] * args[1].shape[-2] * args[0].shape[-1] * (args[0].numel() // (args[0].shape[-2] * args[0].shape[-1]))
             elif func.overloadpacket is torch.ops.aten.linalg_solve_triangular:
                 n = args[0].shape[-1]  # substitution: n(n-1)/2 multiply-adds per right-hand side
                 GroupedMatmuls.macs += (args[1].numel() // n) * n * (n - 1) // 2
@@ -285,10 +292,28 @@ def run(todo: list[tuple[str, str]], out: Path, timeout: float, jobs: int) -> No
                     print(f"{row['status']:16} {spec}  {row.get('error', '')[:100]}", flush=True)
 
 
+def classify(row: dict[str, Any]) -> str:
+    """A "crashed" row, split by whose code raised: measure() says "X.forward raised" when the
+    model's own code did (its default config or our generic inputs do not suit it), and "on meta
+    tensors" when it read values a meta model does not have (and its config was too big to build
+    on the CPU); anything else is ours."""
+    if row["status"] != "crashed":
+        return row["status"]
+    error = row.get("error", "")
+    if error.startswith("process died"):
+        return "process_died"
+    if error.startswith("MeasureError: ") and ".forward raised" in error:
+        return "data_dependent_on_meta" if "on meta tensors" in error else "forward_raised"
+    if error.startswith("MeasureError: the inputs do not match"):
+        return "no_inputs"
+    return "crashed"
+
+
 def summary(out: Path) -> list[str]:
     rows: dict[str, dict] = {}
     for line in out.read_text().splitlines():
         row = json.loads(line)
+        row["status"] = classify(row)
         rows[row["spec"]] = row  # the newest line of a spec wins
     lines = [f"zoo sweep of {datetime.date.today()}: {len(rows)} models"]
     for library in ("hf", "timm", "torchvision"):

@@ -165,3 +165,16 @@ def test_scatter_reductions_and_polar_are_priced():
     # polar makes 8 complex numbers at 4 FLOPs each (cos, sin, two multiplies): 52.
     stats = measure_checked(ScatterAndPolar(), (torch.rand(2, 4), torch.zeros(2, 4, dtype=torch.long)))
     assert (stats.macs, stats.flops, stats.uncounted_ops) == (0, 8 + 12 + 32, {})
+
+
+class Distances(nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(x, y, compute_mode="use_mm_for_euclid_dist")
+
+
+def test_cdist_is_priced_as_its_products():
+    # By hand: 2 batches of 5 points against 4 over 3 features: 2 * 5 * 4 * 3 = 120 products;
+    # FLOPs 240, plus the squared norms (one per feature of every point: 30 + 24) and 3 per
+    # distance (two adds and a root, 40 distances).
+    stats = measure_checked(Distances(), (torch.rand(2, 5, 3), torch.rand(2, 4, 3)))
+    assert (stats.macs, stats.flops, stats.uncounted_ops) == (120, 240 + 54 + 120, {})

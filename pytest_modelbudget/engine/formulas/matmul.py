@@ -37,3 +37,12 @@ def _solve_triangular(args: tuple, kwargs: dict, out: Any) -> Cost:
     macs = columns * n * (n - 1) // 2
     unitriangular = kwargs.get("unitriangular", args[4] if len(args) > 4 else False)
     return Cost(macs, 2 * macs + (0 if unitriangular else out.numel()))
+
+
+@register_cost("_euclidean_dist")
+def _euclidean_dist(args: tuple, kwargs: dict, out: Any) -> Cost:
+    # torch.cdist's matmul path (Mimi's codebook lookup): x (.., P, M) against y (.., R, M) as
+    # ||x||^2 + ||y||^2 - 2 x.y: the P x R x M products, then per distance two adds and a root.
+    x, y = args[0], args[1]
+    macs = out.numel() * x.shape[-1]
+    return Cost(macs, 2 * macs + x.numel() + y.numel() + 3 * out.numel())
