@@ -31,7 +31,18 @@ def _percent(value: Any) -> float:
         raise ValueError(str(exc)) from None
 
 
-Tolerance = Annotated[float, BeforeValidator(_percent)]
+def parse_tolerance(value: Any) -> float | dict[str, float]:
+    """One tolerance for every figure ("1%"), or a table of them per figure
+    ({ params = "0%", peak_memory = "5%" }: the figures it leaves out take the next level's)."""
+    if isinstance(value, dict):
+        unknown = [key for key in value if key not in FIGURES]
+        if unknown:
+            raise ValueError(f"unknown figure {unknown[0]!r} in tolerance; expected some of {', '.join(FIGURES)}")
+        return {key: _percent(percent) for key, percent in value.items()}
+    return _percent(value)
+
+
+Tolerance = Annotated[float | dict[str, float], BeforeValidator(parse_tolerance)]
 FigureName = Literal[tuple(FIGURES)]  # type: ignore[valid-type]
 Mode = Literal["inference", "training"]
 

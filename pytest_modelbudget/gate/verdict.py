@@ -4,7 +4,7 @@ the pass / fail / can-be-tightened policy and the per-layer diff of a failure.""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from ..quantities import format_percent, format_quantity
 from ..stats import FIGURES
@@ -27,7 +27,8 @@ class FigureCheck:
     def failed(self) -> bool:
         return self.status in ("over_limit", "over_baseline", "unmeasured")
 
-    def line(self, tolerance: float) -> str:
+    def line(self, tolerances: Mapping[str, float]) -> str:
+        tolerance = tolerances.get(self.figure, 0.0)
         kind = FIGURES[self.figure]
         if self.status == "unmeasured":
             return f"{self.figure} has a limit of {format_quantity(self.limit or 0, kind)} but was not measured"
@@ -56,7 +57,8 @@ def _change(value: int, reference: int) -> str:
 class Verdict:
     name: str
     checks: list[FigureCheck] = field(default_factory=list)
-    tolerance: float = 0.0
+    #: Per figure.
+    tolerance: dict[str, float] = field(default_factory=dict)
     #: Failures that are not a figure over its limit: a baseline required but not recorded.
     problems: list[str] = field(default_factory=list)
 
@@ -75,7 +77,8 @@ class Verdict:
     def to_dict(self) -> dict[str, Any]:
         return {
             "status": self.status,
-            "tolerance": self.tolerance,
+            # One number where every figure has the same (the common case), else the table.
+            "tolerance": next(iter(set(self.tolerance.values()))) if len(set(self.tolerance.values())) == 1 else self.tolerance,
             "checks": [asdict(c) for c in self.checks],
             "problems": self.problems,
         }
@@ -86,7 +89,7 @@ def evaluate(
     figures: dict[str, int],
     limits: dict[str, int],
     baseline: dict[str, int] | None,
-    tolerance: float,
+    tolerance: float | Mapping[str, float],
     compared: tuple[str, ...] | list[str],
     *,
     require_baseline: bool = False,
@@ -95,7 +98,8 @@ def evaluate(
     """Each limited figure against its limit; each compared figure against the baseline. With
     ``require_baseline`` (strict mode, CI) a budget without one fails: a gate that compares
     nothing must not pass."""
-    verdict = Verdict(name=name, tolerance=tolerance)
+    tolerances = dict(tolerance) if isinstance(tolerance, Mapping) else dict.fromkeys(FIGURES, tolerance)
+    verdict = Verdict(name=name, tolerance=tolerances)
     if require_baseline and baseline is None:
         verdict.problems.append(
             f"no baseline recorded for {name!r}: run pytest --update-budgets and commit budgets.toml"
@@ -113,9 +117,9 @@ def evaluate(
         status: Status = "ok"
         if limit is not None and value > limit:
             status = "over_limit"
-        elif reference is not None and value > reference * (1 + tolerance):
+        elif reference is not None and value > reference * (1 + tolerances.get(figure, 0.0)):
             status = "over_baseline"
-        elif reference is not None and value < reference * (1 - tolerance):
+        elif reference is not None and value < reference * (1 - tolerances.get(figure, 0.0)):
             status = "tighten"
         shown = (names or {}).get(figure, ()) if status == "over_limit" else ()
         verdict.checks.append(FigureCheck(figure, value, limit, reference, status, shown))

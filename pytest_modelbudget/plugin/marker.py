@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import BudgetUsageError
-from ..quantities import QuantityError, parse_percent, parse_quantity
+from ..budgets.schema import parse_tolerance
+from ..quantities import QuantityError, parse_quantity
 from ..stats import FIGURES
 
 OPTIONS = ("tolerance", "name", "mode", "outputs")
@@ -17,7 +18,7 @@ MODES = ("inference", "training")
 @dataclass(frozen=True)
 class BudgetMarker:
     limits: Mapping[str, int] = field(default_factory=dict)
-    tolerance: float | None = None
+    tolerance: float | dict[str, float] | None = None
     name: str | None = None
     mode: str | None = None
     outputs: str | None = None
@@ -44,8 +45,8 @@ class BudgetMarker:
         tolerance = kwargs.get("tolerance")
         if tolerance is not None:
             try:
-                tolerance = parse_percent(tolerance)
-            except QuantityError as exc:
+                tolerance = parse_tolerance(tolerance)
+            except ValueError as exc:  # QuantityError is one
                 raise BudgetUsageError(f"budget marker: tolerance={kwargs['tolerance']!r}: {exc}") from None
         mode = kwargs.get("mode")
         if mode is not None and mode not in MODES:

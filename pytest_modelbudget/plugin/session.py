@@ -16,7 +16,7 @@ from ..errors import BudgetExceeded, BudgetUsageError
 from ..gate.reports import caveats
 from ..gate.verdict import evaluate, failure_message
 from ..quantities import parse_percent
-from ..stats import LAYER_FIGURES
+from ..stats import FIGURES, LAYER_FIGURES
 from .marker import BudgetMarker
 
 if TYPE_CHECKING:
@@ -80,15 +80,20 @@ class BudgetSession:
         self.collected_files.update(nodeid.split("::", 1)[0] for nodeid in ids)
 
     # -- resolving what applies to a test -----------------------------------------------------------
-    def tolerance(self, entry: Entry | None, marker: BudgetMarker | None) -> float:
-        for candidate in (
-            marker.tolerance if marker else None,
-            entry.tolerance if entry else None,
-            self.file.settings.tolerance,
-        ):
-            if candidate is not None:
-                return candidate
-        return self.default_tolerance
+    def tolerance(self, entry: Entry | None, marker: BudgetMarker | None) -> dict[str, float]:
+        """Each figure's tolerance: the marker's, else the entry's, else [settings]', else the ini
+        option's; a per-figure table leaves the figures it does not name to the next level."""
+        levels = [marker.tolerance if marker else None, entry.tolerance if entry else None, self.file.settings.tolerance]
+        chosen: dict[str, float] = {}
+        for figure in FIGURES:
+            for level in levels:
+                value = level.get(figure) if isinstance(level, dict) else level
+                if value is not None:
+                    chosen[figure] = value
+                    break
+            else:
+                chosen[figure] = self.default_tolerance
+        return chosen
 
     def compared_figures(self) -> tuple[str, ...]:
         figures = self.file.settings.figures

@@ -390,3 +390,41 @@ def test_a_declared_model_spec_runs_with_default_inputs(pytester):
     # q,k,v,o 4*(32*32+32), LayerNorm 64, MLP 32*64+64 + 64*32+32, LayerNorm 64; pooler 32*32+32.
     params = 614 * 32 + 64 + 4 * (32 * 32 + 32) + 64 + (32 * 64 + 64) + (64 * 32 + 32) + 64 + 32 * 32 + 32
     result.stdout.fnmatch_lines([f"tiny_bert * {params / 1000:.2f}K*passed*"])
+
+
+def test_tolerance_per_figure(project):
+    # Baseline at width 8 (314 params), then width 9 (352): params +12.1%, MACs +12.5%.
+    project.runpytest("--update-budgets").assert_outcomes(passed=1)
+    text = budgets(project).replace('limits = { params = "1K" }', 'limits = { params = "1K" }\ntolerance = { params = "0%", macs = "20%" }')
+    text = text.replace("kwargs = { width = 8 }", "kwargs = { width = 9 }").replace('tolerance = "1%"', 'tolerance = "15%"')
+    (project.path / "budgets.toml").write_text(text)
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    # params takes the entry's 0%; macs its 20% (passes); every other figure [settings]' 15%.
+    result.stdout.fnmatch_lines(["*net: params 352 > baseline 314 (+12.1%, tolerance 0%)*"])
+    assert "macs" not in "".join(line for line in result.stdout.lines if line.startswith("FAILED"))
+    (project.path / "budgets.toml").write_text(text.replace('params = "0%", macs = "20%"', 'params = "13%", macs = "20%"'))
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    (project.path / "budgets.toml").write_text(text.replace('params = "0%"', 'parms = "0%"'))
+    result = project.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*budgets.toml:*unknown figure 'parms' in tolerance*"])
+
+
+def test_marker_tolerance_per_figure(pytester):
+    pytester.makepyfile(
+        test_one='''
+import pytest, torch
+
+@pytest.mark.budget(params="1K", tolerance={"params": "0%"})
+def test_net(model_budget):
+    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+
+@pytest.mark.budget(tolerance={"parms": "0%"})
+def test_bad(model_budget):
+    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+'''
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*tolerance={'parms': '0%'}: unknown figure 'parms' in tolerance*"])
