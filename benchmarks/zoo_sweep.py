@@ -121,6 +121,7 @@ def reference_macs(model: Any, inputs: Any, device: str = "meta") -> int:
             return func(*args, **(kwargs or {}))
 
     args, kwargs = _call(inputs, device)
+    torch.manual_seed(0)
     model.requires_grad_(False)  # FlopCounterMode's module tracker trips on some models otherwise
     try:
         with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, GroupedMatmuls(), torch.no_grad():
@@ -165,6 +166,9 @@ CPU_FALLBACK_PARAMS = 1_000_000_000
 
 
 def _measure(measure: Any, model: Any, inputs: Any, device: str) -> Any:
+    import torch
+
+    torch.manual_seed(0)  # stochastic models (VITS samples its durations) draw as the reference does
     args, kwargs = _call(inputs, device)
     if kwargs:
         return measure(model, inputs=kwargs)
