@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from ..factories import is_model_spec
 from ..quantities import QuantityError, parse_percent, parse_quantity
@@ -91,9 +91,20 @@ class Entry(_Strict):
     """One budget: an in-code test (keyed by node id or ``name=``) or a declared model."""
 
     factory: str | None = None
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: The factory's keyword arguments (a model spec's builder or config fields).
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: Deprecated name of ``model_kwargs``, still read.
+    kwargs: dict[str, Any] | None = None
     input_size: list[int] | list[list[int]] | None = None
     inputs: str | None = None
+    #: Keyword arguments to forward, besides the inputs.
+    forward_kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: Training: ``"module:function"`` taking forward's output, returning the loss (default: the
+    #: sum of every output tensor).
+    loss: str | None = None
+    #: Training: the optimizer class that takes its step, ``"torch.optim:AdamW"``, and its arguments.
+    optimizer: str | None = None
+    optimizer_kwargs: dict[str, Any] = Field(default_factory=dict)
     dtype: str | None = None
     #: Build the model on the meta device. Default: yes for a model spec, no for a factory.
     meta: bool | None = None
@@ -105,7 +116,21 @@ class Entry(_Strict):
     limits: Limits = Field(default_factory=Limits)
     baseline: Baseline | None = None
 
-    @field_validator("factory", "inputs")
+    @model_validator(mode="after")
+    def _one_name_for_model_kwargs(self) -> Entry:
+        if self.kwargs is not None and self.model_kwargs:
+            raise ValueError("both kwargs and model_kwargs: write model_kwargs only (kwargs is its old name)")
+        if (self.loss or self.optimizer) and self.mode != "training":
+            raise ValueError('loss and optimizer apply to training: add mode = "training"')
+        if self.optimizer_kwargs and not self.optimizer:
+            raise ValueError("optimizer_kwargs without an optimizer: add optimizer = \"torch.optim:AdamW\" (or another)")
+        return self
+
+    @property
+    def factory_kwargs(self) -> dict[str, Any]:
+        return self.model_kwargs or self.kwargs or {}
+
+    @field_validator("factory", "inputs", "loss", "optimizer")
     @classmethod
     def _import_path(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or re.fullmatch(r"[\w.]+:[\w.]+", value):

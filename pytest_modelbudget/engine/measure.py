@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from typing import Any, Callable, Iterator
 
 import torch
@@ -42,6 +43,7 @@ def measure(
     input_size: Any = None,
     dtype: torch.dtype | None = None,
     kwargs: dict[str, Any] | None = None,
+    forward_kwargs: dict[str, Any] | None = None,
     mode: str = "inference",
     device: str | torch.device | None = None,
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
@@ -53,8 +55,8 @@ def measure(
     optimizer step) without changing the model.
 
     ``inputs`` is a tensor, a tuple of positional arguments, a dict of keyword arguments or any
-    other value (a list of images included) as the one argument; ``kwargs`` adds keyword
-    arguments; ``input_size`` stands for random tensors of those shapes on the model's device
+    other value (a list of images included) as the one argument; ``forward_kwargs`` adds keyword
+    arguments (``kwargs`` is its old name, still read with a DeprecationWarning); ``input_size`` stands for random tensors of those shapes on the model's device
     (zeros for an integer ``dtype``), made only if a real run needs them. ``inference`` runs the model in eval mode
     under ``torch.no_grad()``; ``training`` runs it in train mode and back-propagates
     ``loss_fn(output)`` (default: the sum of every output tensor), then, given ``optimizer`` (a
@@ -80,6 +82,15 @@ def measure(
         raise MeasureError(f"outputs must be one of {', '.join(map(repr, OUTPUTS))}, found {outputs!r}")
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise MeasureError(f"autocast must be torch.float16 or torch.bfloat16, found {autocast!r}")
+    if kwargs is not None:
+        if forward_kwargs is not None:
+            raise MeasureError("both kwargs= and forward_kwargs=: pass forward_kwargs= only (kwargs is its old name)")
+        warnings.warn(
+            "measure(kwargs=...) is now forward_kwargs=...: forward's keyword arguments, not the model factory's",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        forward_kwargs = kwargs
     model, notes = unwrap(model)
     lazy = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if is_lazy(tensor)]
     if lazy:
@@ -88,7 +99,7 @@ def measure(
             f"{', ...' if len(lazy) > 3 else ''}: a lazy module such as nn.LazyLinear): run one forward with "
             "real inputs first, then measure it"
         )
-    args, keywords = call_arguments(model, inputs, input_size, dtype, kwargs)
+    args, keywords = call_arguments(model, inputs, input_size, dtype, forward_kwargs)
     tensors = TensorInventory(model)
     target = MemoryTarget.choose(device, tensors)
     step = Step(model, args, keywords, mode, loss_fn, optimizer, autocast, target, outputs)

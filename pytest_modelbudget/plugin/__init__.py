@@ -56,6 +56,15 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "modelbudget-session")
+    for name, entry in budget_file.budgets.items():
+        if entry.kwargs is not None:
+            config.issue_config_time_warning(
+                pytest.PytestDeprecationWarning(
+                    f"{session.line_of(name, 'kwargs')}: budgets.{name}.kwargs is now model_kwargs (the factory's "
+                    "arguments; forward's are forward_kwargs): rename it"
+                ),
+                stacklevel=2,
+            )
     if any(entry.factory for entry in budget_file.budgets.values()) and _collects_directories(config):
         # Declared models live in the budget file, which collecting testpaths would not visit.
         if path.exists() and str(path) not in config.args:

@@ -52,13 +52,28 @@ class DeclaredModel(pytest.Item):
             dtype = getattr(torch, entry.dtype, None)
             if not isinstance(dtype, torch.dtype):
                 raise DeclaredModelError(f"{where('dtype')}: budgets.{self.name}.dtype: {entry.dtype!r} is not a torch dtype")
+        loss_fn = optimizer = None
         try:
-            built = build(entry.factory or "", entry.kwargs, meta=entry.meta)
+            loss_fn = load_callable(entry.loss) if entry.loss else None
+        except FactoryError as exc:
+            raise DeclaredModelError(f"{where('loss')}: budgets.{self.name}.loss: {exc}") from None
+        try:
+            optimizer_class = load_callable(entry.optimizer) if entry.optimizer else None
+        except FactoryError as exc:
+            raise DeclaredModelError(f"{where('optimizer')}: budgets.{self.name}.optimizer: {exc}") from None
+        if optimizer_class is not None:
+            optimizer_kwargs = dict(entry.optimizer_kwargs)
+
+            def optimizer(params: list[Any]) -> Any:
+                return optimizer_class(params, **optimizer_kwargs)
+
+        try:
+            built = build(entry.factory or "", entry.factory_kwargs, meta=entry.meta)
         except FactoryError as exc:
             raise DeclaredModelError(f"{where('factory')}: budgets.{self.name}.factory: {exc}") from None
         except Exception as exc:
             raise DeclaredModelError(
-                f"{where()}: budgets.{self.name}: factory {entry.factory}(**{entry.kwargs!r}) raised "
+                f"{where()}: budgets.{self.name}: factory {entry.factory}(**{entry.factory_kwargs!r}) raised "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         model = built.model
@@ -70,7 +85,10 @@ class DeclaredModel(pytest.Item):
                 inputs,
                 input_size=entry.input_size,
                 dtype=dtype,
+                forward_kwargs=dict(entry.forward_kwargs) or None,
                 mode=entry.mode or "inference",
+                loss_fn=loss_fn,
+                optimizer=optimizer,
                 device=session.file.settings.device,
                 autocast=getattr(torch, entry.autocast) if entry.autocast else None,
                 outputs=entry.outputs or "kept",

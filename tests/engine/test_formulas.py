@@ -87,7 +87,7 @@ def test_an_encoder_with_a_padding_mask_in_eval_is_counted_in_full():
     model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True).eval()
     mask = torch.zeros(2, 6, dtype=torch.bool)
     mask[1, 4:] = True
-    stats = measure_checked(model, inputs=(torch.randn(2, 6, 16),), kwargs={"src_key_padding_mask": mask})
+    stats = measure_checked(model, inputs=(torch.randn(2, 6, 16),), forward_kwargs={"src_key_padding_mask": mask})
     assert stats.uncounted_ops == {} and stats.execution == "fake"
     tokens = 2 * 6
     projections_and_ffn = tokens * (3 * 16 * 16 + 16 * 16 + 2 * 16 * 32)

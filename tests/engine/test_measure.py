@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pytest_modelbudget import MeasureError
+from pytest_modelbudget import MeasureError, measure
 
 from ..helpers import measure_checked
 from .reference_models import mnist_mlp, vgg16
@@ -195,9 +195,14 @@ def test_keyword_and_dict_inputs_and_dict_outputs():
     ids = torch.zeros(2, 6, dtype=torch.long)
     mask = torch.ones(2, 6)
     by_dict = measure_checked(KeywordModel(), {"input_ids": ids, "mask": mask})
-    by_kwargs = measure_checked(KeywordModel(), ids, kwargs={"mask": mask, "scale": 2.0})
+    by_kwargs = measure_checked(KeywordModel(), ids, forward_kwargs={"mask": mask, "scale": 2.0})
     assert by_dict.macs == by_kwargs.macs == 2 * 6 * 16 * 4
     assert measure_checked(KeywordModel(), {"input_ids": ids}, mode="training").macs == by_dict.macs
+    # kwargs= is forward_kwargs' old name: still read, with a warning that says the new one.
+    with pytest.warns(DeprecationWarning, match=r"measure\(kwargs=...\) is now forward_kwargs="):
+        assert measure_checked(KeywordModel(), ids, kwargs={"mask": mask}).macs == by_dict.macs
+    with pytest.raises(MeasureError, match="both kwargs= and forward_kwargs="):
+        measure(KeywordModel(), ids, kwargs={"mask": mask}, forward_kwargs={"mask": mask})
 
 
 @dataclasses.dataclass

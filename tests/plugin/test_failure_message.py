@@ -70,7 +70,7 @@ def _diff_rows(output: str) -> list[str]:
 
 def test_a_widened_ffn_shows_its_two_linears_first_and_nothing_else_but_the_root(project):
     project.makefile(".toml", budgets=project.path.joinpath("budgets.toml").read_text().replace(
-        'factory = "mymodels:Block"', 'factory = "mymodels:Block"\nkwargs = { hidden = 80 }'))
+        'factory = "mymodels:Block"', 'factory = "mymodels:Block"\nmodel_kwargs = { hidden = 80 }'))
     result = project.runpytest("-p", "no:cacheprovider", "-rf", "-k", "block")
     result.assert_outcomes(failed=1)
     # By hand: norms 2 x 64, attention 3 x 32 x 32 + 96 + 32 x 32 + 32, linear1 32 x hidden + hidden,

@@ -34,7 +34,7 @@ tolerance = "1%"
 
 [budgets.net]   # a declared model
 factory = "mymodels:net"
-kwargs = { width = 8 }
+model_kwargs = { width = 8 }
 input_size = [1, 3, 16, 16]
 limits = { params = "1K" }  # reviewed in PR 12
 '''
@@ -127,7 +127,7 @@ def test_in_code_tests_with_the_marker_and_fixture(project):
 def test_k_selects_one_declared_model_and_partial_update_loses_nothing(project):
     project.makefile(
         ".toml",
-        budgets=BUDGETS + '\n[budgets.wide]\nfactory = "mymodels:net"\nkwargs = { width = 32 }\ninput_size = [1, 3, 16, 16]\n',
+        budgets=BUDGETS + '\n[budgets.wide]\nfactory = "mymodels:net"\nmodel_kwargs = { width = 32 }\ninput_size = [1, 3, 16, 16]\n',
     )
     project.runpytest("--update-budgets").assert_outcomes(passed=2)
     before = budgets(project)
@@ -381,7 +381,7 @@ def test_a_declared_model_spec_runs_with_default_inputs(pytester):
     pytester.makefile(
         ".toml",
         budgets='[budgets.tiny_bert]\nfactory = "hf:bert"\n'
-        "kwargs = { num_hidden_layers = 1, hidden_size = 32, num_attention_heads = 2, intermediate_size = 64, vocab_size = 100 }\n"
+        "model_kwargs = { num_hidden_layers = 1, hidden_size = 32, num_attention_heads = 2, intermediate_size = 64, vocab_size = 100 }\n"
         'limits = { params = "100K" }\n',
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
@@ -396,7 +396,7 @@ def test_tolerance_per_figure(project):
     # Baseline at width 8 (314 params), then width 9 (352): params +12.1%, MACs +12.5%.
     project.runpytest("--update-budgets").assert_outcomes(passed=1)
     text = budgets(project).replace('limits = { params = "1K" }', 'limits = { params = "1K" }\ntolerance = { params = "0%", macs = "20%" }')
-    text = text.replace("kwargs = { width = 8 }", "kwargs = { width = 9 }").replace('tolerance = "1%"', 'tolerance = "15%"')
+    text = text.replace("model_kwargs = { width = 8 }", "model_kwargs = { width = 9 }").replace('tolerance = "1%"', 'tolerance = "15%"')
     (project.path / "budgets.toml").write_text(text)
     result = project.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
