@@ -102,6 +102,16 @@ def format_quantity(value: int | float, kind: Kind) -> str:
     return format_bytes(value) if kind == "bytes" else format_count(value)
 
 
+def format_pair(value: int, reference: int, kind: Kind) -> tuple[str, str]:
+    """Both numbers short, unless short they would read the same (``125M > limit 125M``): then
+    both in full, with separators."""
+    shown, shown_reference = format_quantity(value, kind), format_quantity(reference, kind)
+    if shown == shown_reference and value != reference:
+        unit = " B" if kind == "bytes" else ""
+        return f"{value:,}{unit}", f"{reference:,}{unit}"
+    return shown, shown_reference
+
+
 def _format(value: int | float, steps: list[tuple[str, int]], unit: str) -> str:
     sign = "-" if value < 0 else ""
     magnitude = abs(value)
@@ -116,4 +126,12 @@ def _format(value: int | float, steps: list[tuple[str, int]], unit: str) -> str:
 
 
 def format_percent(fraction: float) -> str:
-    return f"{fraction * 100:+.1f}%"
+    """``0.217`` -> ``"+21.7%"``; a change too small for one decimal gets the digits it needs
+    (``"+0.024%"``): a change that exists never reads ``+0.0%``."""
+    percent = fraction * 100
+    digits = 1
+    while digits < 8 and percent != 0 and round(abs(percent), digits) == 0:
+        digits += 1
+    if percent != 0 and digits > 1:
+        digits += 1  # two significant digits
+    return f"{percent:+.{digits}f}%"

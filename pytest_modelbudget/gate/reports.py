@@ -17,15 +17,23 @@ SHOWN = ("params", "bytes", "macs", "flops", "peak_memory")
 def summary_rows(records: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     headers = ["budget", *SHOWN, "% of limit", "vs baseline", "verdict"]
     rows = []
-    for record in sorted(records, key=lambda r: r["name"]):
+    # Failures first: with many budgets, the ones a reviewer needs are on top.
+    for record in sorted(records, key=lambda r: (_verdict(r) == "passed" or _verdict(r) == "tighten", r["name"])):
         figures = record["figures"]
         row = [record["name"]]
         row += ["-" if figures.get(f) is None else format_quantity(figures[f], FIGURES[f]) for f in SHOWN]
         row.append(_limit_use(figures, record["limits"]))
         row.append(_baseline_change(figures, record.get("baseline")))
-        row.append(record["verdict"]["status"])
+        row.append(_verdict(record))
         rows.append(row)
     return headers, rows
+
+
+def _verdict(record: dict[str, Any]) -> str:
+    status = record["verdict"]["status"]
+    if record.get("test_outcome") == "failed" and status != "failed":
+        return f"{status}, test failed"  # within budget, but the test failed its own assertion
+    return status
 
 
 def _limit_use(figures: dict[str, int], limits: dict[str, int]) -> str:

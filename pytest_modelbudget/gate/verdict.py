@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Mapping
 
-from ..quantities import format_percent, format_quantity
+from ..quantities import format_pair, format_percent, format_quantity
 from ..stats import FIGURES
 from .render import text_table
 
@@ -33,17 +33,19 @@ class FigureCheck:
         if self.status == "unmeasured":
             return f"{self.figure} has a limit of {format_quantity(self.limit or 0, kind)} but was not measured"
         assert self.value is not None
-        value = format_quantity(self.value, kind)
         if self.status == "over_limit":
             assert self.limit is not None
-            line = f"{self.figure} {value} > limit {format_quantity(self.limit, kind)} ({_change(self.value, self.limit)})"
+            value, limit = format_pair(self.value, self.limit, kind)
+            line = f"{self.figure} {value} > limit {limit} ({_change(self.value, self.limit)}"
+            if self.baseline is not None:
+                # What the change did, beside how far over the line it landed.
+                line += f"; {_change(self.value, self.baseline)} on baseline {format_pair(self.value, self.baseline, kind)[1]}"
+            line += ")"
             return line + (f": {', '.join(self.names)}" if self.names else "")
         assert self.baseline is not None
+        value, baseline = format_pair(self.value, self.baseline, kind)
         relation = ">" if self.status == "over_baseline" else "<"
-        return (
-            f"{self.figure} {value} {relation} baseline {format_quantity(self.baseline, kind)} "
-            f"({_change(self.value, self.baseline)}, tolerance {tolerance * 100:g}%)"
-        )
+        return f"{self.figure} {value} {relation} baseline {baseline} ({_change(self.value, self.baseline)}, tolerance {tolerance * 100:g}%)"
 
 
 def _change(value: int, reference: int) -> str:

@@ -68,7 +68,8 @@ class BudgetSession:
                         # Under xdist each test ran in its own worker: only here do both meet.
                         self.conflicts.setdefault(value["name"], {earlier["nodeid"]}).add(value["nodeid"])
                         continue
-                    self.records[value["name"]] = value
+                    # The budget's verdict is not the test's: a test can fail its own assert.
+                    self.records[value["name"]] = {**value, "test_outcome": report.outcome}
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.deselected += len(items)

@@ -428,3 +428,46 @@ def test_bad(model_budget):
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*tolerance={'parms': '0%'}: unknown figure 'parms' in tolerance*"])
+
+
+def test_the_summary_shows_failures_first_and_a_test_that_failed_its_own_assert(pytester):
+    pytester.makepyfile(
+        test_models='''
+import pytest, torch
+
+@pytest.mark.budget(params="1K")
+def test_a_within_budget_but_wrong(model_budget):
+    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+    assert False, "the test's own assertion"
+
+@pytest.mark.budget(params="10")
+def test_b_over_budget(model_budget):
+    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+
+@pytest.mark.budget(params="1K")
+def test_c_fine(model_budget):
+    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+'''
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=2)
+    table = result.stdout.lines[next(i for i, line in enumerate(result.stdout.lines) if "model budgets" in line):]
+    rows = [line for line in table if line.startswith("test_models.py::")]
+    # What failed first (over budget, or the test itself), then the rest; each by name.
+    assert [row.split()[0] for row in rows] == [
+        "test_models.py::test_a_within_budget_but_wrong",
+        "test_models.py::test_b_over_budget",
+        "test_models.py::test_c_fine",
+    ]
+    assert rows[0].endswith("  passed, test failed") and rows[1].endswith("  failed") and rows[2].endswith("  passed")
+
+
+def test_a_limit_line_says_both_the_excess_and_the_change(project):
+    project.runpytest("--update-budgets").assert_outcomes(passed=1)
+    # width 8 -> 9: 314 -> 352 params against a limit of 350 (just over it) and the baseline.
+    (project.path / "budgets.toml").write_text(
+        budgets(project).replace("model_kwargs = { width = 8 }", "model_kwargs = { width = 9 }").replace('params = "1K"', "params = 350")
+    )
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*params 352 > limit 350 (+0.6%; +12.1% on baseline 314)*"])
