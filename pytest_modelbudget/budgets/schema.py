@@ -79,6 +79,9 @@ class _Baseline(_Strict):
     peak_memory_source: Literal["cuda", "estimate"] | None = None
     #: The torch version the baseline was recorded with: figures may move between versions.
     torch: str | None = None
+    #: Parameters that were one tensor under several names (tied weights), so that a failure can
+    #: say "no longer shared" rather than "grew".
+    shared_params: list[list[str]] | None = None
 
     def totals(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in FIGURES if getattr(self, name) is not None}

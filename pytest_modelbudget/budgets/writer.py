@@ -119,6 +119,11 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
         value = record.get(key)
         if value is not None and baseline.get(key) != value:
             baseline[key] = value
+    shared = record.get("shared_params")
+    if shared and baseline.get("shared_params") != shared:
+        baseline["shared_params"] = shared
+    elif not shared and "shared_params" in baseline:
+        del baseline["shared_params"]
     layers = baseline.get("layers")
     created = layers is None
     if layers is None:

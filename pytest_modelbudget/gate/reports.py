@@ -65,7 +65,8 @@ def terminal_table(records: Iterable[dict[str, Any]]) -> str:
 def markdown_report(records: Iterable[dict[str, Any]]) -> str:
     records = list(records)
     headers, rows = summary_rows(records)
-    notes = "".join(f"\n- {line}" for line in caveat_lines(records))
+    changes = [f"{r['name']}: {line}" for r in sorted(records, key=lambda r: r["name"]) for line in r.get("sharing_changes", [])]
+    notes = "".join(f"\n- {line}" for line in [*changes, *caveat_lines(records)])
     return "### Model budgets\n\n" + markdown_table(headers, rows) + "\n" + (notes[1:] + "\n" if notes else "")
 
 

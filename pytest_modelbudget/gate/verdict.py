@@ -128,6 +128,26 @@ def evaluate(
     return verdict
 
 
+def sharing_changes(before: list[list[str]] | None, now: list[list[str]]) -> list[str]:
+    """Tied weights untied or newly tied since the baseline, named: removing ``lm_head``'s tie
+    otherwise reads as ``lm_head`` growing."""
+    if before is None:
+        return []
+    now_sets = [set(group) for group in now]
+    before_sets = [set(group) for group in before]
+    lines = []
+    for group in before:
+        kept = next((g for g in now_sets if set(group) <= g), None)
+        if kept is None:
+            first, *others = group
+            lines.append(f"{first} no longer shared with {', '.join(others)}")
+    for group in now:
+        if not any(set(group) <= g for g in before_sets):
+            first, *others = group
+            lines.append(f"{first} now shared with {', '.join(others)}")
+    return lines
+
+
 # --- the failure message -------------------------------------------------------------------------
 
 MAX_LAYER_ROWS = 15

@@ -14,7 +14,7 @@ from ..budgets.loader import locate
 from ..budgets.schema import DEFAULT_FIGURES, BudgetFile, Entry
 from ..errors import BudgetExceeded, BudgetUsageError
 from ..gate.reports import caveats
-from ..gate.verdict import evaluate, failure_message
+from ..gate.verdict import evaluate, failure_message, sharing_changes
 from ..quantities import parse_percent
 from ..stats import FIGURES, LAYER_FIGURES
 from .marker import BudgetMarker
@@ -150,6 +150,9 @@ class BudgetSession:
             "notes": stats.notes,
             "uncounted_ops": stats.uncounted_ops,
             "torch": torch_version(),
+            "shared_params": stats.shared_params,
+            "unused_params": stats.unused_params,
+            "sharing_changes": sharing_changes(baseline.shared_params, stats.shared_params) if baseline else [],
         }
         earlier = self.records.get(name)
         if earlier is not None and earlier["nodeid"] != item.nodeid:
@@ -171,7 +174,7 @@ class BudgetSession:
                 # code of the model's own forward.
                 baseline_layers = {"": {f: v for f, v in baseline.totals().items() if f in LAYER_FIGURES}}
                 baseline_layers.update({n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()})
-            notes = [*provenance_notes(baseline, stats), *caveats(record)] if baseline else caveats(record)
+            notes = [*record["sharing_changes"], *provenance_notes(baseline, stats), *caveats(record)] if baseline else caveats(record)
             raise BudgetExceeded(
                 failure_message(verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats), notes)
             )

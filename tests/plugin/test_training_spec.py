@@ -139,3 +139,20 @@ def test_an_optimizer_that_does_not_import_names_the_entry(project):
     result = project.runpytest("-p", "no:cacheprovider", "-k", "adamw")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*budgets.toml:*: budgets.adamw.optimizer: module 'torch.optim' has no attribute 'AdamWW'*"])
+
+
+def test_untying_the_lm_head_is_said_as_such(project):
+    project.runpytest("-p", "no:cacheprovider", "--update-budgets", "-k", "twice").assert_outcomes(passed=1)
+    text = (project.path / "budgets.toml").read_text()
+    assert 'shared_params = [["wte.weight", "lm_head.weight"]]' in text
+    project.makepyfile(gptmodels=MODELS.replace("        self.lm_head.weight = self.wte.weight\n", ""))
+    result = project.runpytest("-p", "no:cacheprovider", "-k", "twice", "--budget-json", "r.json", "--budget-markdown", "r.md")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*note: wte.weight no longer shared with lm_head.weight*"])
+    record = json.loads((project.path / "r.json").read_text())["budgets"]["twice"]
+    assert record["sharing_changes"] == ["wte.weight no longer shared with lm_head.weight"]
+    assert record["shared_params"] == []
+    assert "twice: wte.weight no longer shared with lm_head.weight" in (project.path / "r.md").read_text()
+    # Recorded again: the file forgets the tie.
+    project.runpytest("-p", "no:cacheprovider", "--update-budgets", "-k", "twice").assert_outcomes(passed=1)
+    assert "shared_params" not in (project.path / "budgets.toml").read_text()
