@@ -211,19 +211,27 @@ def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None
     from ..gate.reports import json_report, markdown_report, write_text
     from .session import torch_version
 
+    def write(option: str, path: str, text: str, append: bool = False) -> None:
+        # A report that cannot be written (a directory, a full disk, no permission) is one line
+        # in the summary: the tests' verdicts stand, and the other reports are still written.
+        try:
+            write_text(Path(path), text, append=append)
+        except OSError as exc:
+            budget_session.report_errors.append(f"{option} {path}: not written: {exc.strerror or exc}")
+
     records = budget_session.records
     json_path = config.getoption("budget_json")
     if json_path:
-        write_text(Path(json_path), json_report(records, {"torch": torch_version(), "budgets_file": str(budget_session.path)}))
+        write("--budget-json", json_path, json_report(records, {"torch": torch_version(), "budgets_file": str(budget_session.path)}))
     if not records:
         return
     markdown = markdown_report(records.values())
     markdown_path = config.getoption("budget_markdown")
     if markdown_path:
-        write_text(Path(markdown_path), markdown)
+        write("--budget-markdown", markdown_path, markdown)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
-        write_text(Path(step_summary), markdown + "\n", append=True)
+        write("GITHUB_STEP_SUMMARY", step_summary, markdown + "\n", append=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -234,9 +242,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     records = budget_session.records
     stale = budget_session.stale
-    if not records and not stale and not budget_session.conflicts:
+    if not records and not stale and not budget_session.conflicts and not budget_session.report_errors:
         return
     terminalreporter.section("model budgets")
+    for line in budget_session.report_errors:
+        terminalreporter.write_line(line, red=True)
     for name, node_ids in sorted(budget_session.conflicts.items()):
         terminalreporter.write_line(
             f"budget {name!r} is checked by {len(node_ids)} tests ({', '.join(sorted(node_ids))}): one name, one "

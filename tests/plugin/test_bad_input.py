@@ -3,6 +3,8 @@ written over (SPEC §3, §7)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from .test_plugin import BUDGETS, MODELS
@@ -144,3 +146,25 @@ def test_an_empty_figures_list_compares_no_figure_with_the_baseline(project):
     project.runpytest("-p", "no:cacheprovider").assert_outcomes(failed=1)  # default: params compared
     (project.path / "budgets.toml").write_text(grown.replace('tolerance = "1%"', 'tolerance = "1%"\nfigures = []'))
     project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)  # limits only
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_the_rest_still_are(pytester):
+    pytester.makepyfile(
+        test_a='''
+import pytest, torch
+
+@pytest.mark.budget(params="1K")
+def test_a(model_budget):
+    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+'''
+    )
+    (pytester.path / "adir").mkdir()
+    result = pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "adir", "--budget-markdown", "out.md")
+    assert result.ret == pytest.ExitCode.OK  # the tests' verdict stands
+    result.stdout.fnmatch_lines(["--budget-json adir: not written: Is a directory"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert "test_a.py::test_a" in (pytester.path / "out.md").read_text()
+    if Path("/dev/full").exists():  # a full disk
+        result = pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "/dev/full")
+        assert result.ret == pytest.ExitCode.OK
+        result.stdout.fnmatch_lines(["--budget-json /dev/full: not written: No space left on device"])
