@@ -193,7 +193,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         budget_session.records.pop(name, None)  # which test's figures would be a coin toss
     if budget_session.conflicts and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    records = budget_session.records if budget_session.update else {}
+    # A budget that errored has no figures to record: its baseline stays as it was.
+    records = {n: r for n, r in budget_session.records.items() if r["verdict"]["status"] != "error"} if budget_session.update else {}
     remove = budget_session.stale if budget_session.prune else []
     if records or remove:
         try:
@@ -223,14 +224,12 @@ def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None
     json_path = config.getoption("budget_json")
     if json_path:
         write("--budget-json", json_path, json_report(records, {"torch": torch_version(), "budgets_file": str(budget_session.path)}))
-    if not records:
-        return
-    markdown = markdown_report(records.values())
+    markdown = markdown_report(records.values()) if records else "### Model budgets\n\nNo budget was measured in this run.\n"
     markdown_path = config.getoption("budget_markdown")
-    if markdown_path:
+    if markdown_path:  # written on every run: a file left from an earlier one would tell its story
         write("--budget-markdown", markdown_path, markdown)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
+    if step_summary and records:
         write("GITHUB_STEP_SUMMARY", step_summary, markdown + "\n", append=True)
 
 

@@ -62,6 +62,13 @@ class BudgetSession:
     # -- hooks: this object is registered as a plugin for the run ----------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Under xdist the controller sees every worker's reports here: one place gathers all.
+        if report.failed and "budget" in report.keywords and not any(key == RECORD_KEY for key, _ in report.user_properties):
+            # A budget test that errored before its figures were checked (its factory raised, the
+            # model would not run): the reports list it, so that it is not silently missing.
+            name = report.nodeid.removeprefix(f"{self.path.name}::")
+            if name not in self.records:
+                self.records[name] = errored_record(name, report)
+            return
         if report.when == "call":
             for key, value in report.user_properties:
                 if key == RECORD_KEY:
@@ -258,3 +265,20 @@ def memory_source(stats: ModelStats) -> str | None:
     if stats.peak_memory_source == "estimate":
         return "estimate; " + "; ".join(stats.peak_memory_approximations)
     return None
+
+
+def errored_record(name: str, report: pytest.TestReport) -> dict[str, Any]:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = crash.message if crash is not None else str(report.longrepr)
+    first_line = next((line for line in message.splitlines() if line.strip()), "errored")
+    return {
+        "name": name,
+        "nodeid": report.nodeid,
+        "figures": {},
+        "limits": {},
+        "baseline": None,
+        "verdict": {"status": "error", "tolerance": None, "checks": [], "problems": [first_line]},
+        "layers": {},
+        "test_outcome": report.outcome,
+        "error": first_line,
+    }

@@ -3,6 +3,7 @@ written over (SPEC §3, §7)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,44 @@ def test_a(model_budget):
         result = pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "/dev/full")
         assert result.ret == pytest.ExitCode.OK
         result.stdout.fnmatch_lines(["--budget-json /dev/full: not written: No space left on device"])
+
+
+def test_budgets_that_errored_are_in_the_reports_and_never_recorded(pytester):
+    pytester.makepyfile(
+        mymodels="def broken():\n    raise RuntimeError('the factory broke')\n",
+        test_a='''
+import pytest, torch
+
+@pytest.mark.budget(params="1K")
+def test_errors_before_its_check(model_budget):
+    raise ValueError("no data here")
+
+@pytest.mark.budget(params="1K")
+def test_fine(model_budget):
+    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+''',
+    )
+    pytester.syspathinsert()
+    pytester.makefile(".toml", budgets='[budgets.broken]\nfactory = "mymodels:broken"\ninput_size = [1, 4]\n')
+    result = pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "r.json", "--budget-markdown", "r.md", "--update-budgets")
+    result.assert_outcomes(passed=1, failed=2)
+    report = json.loads((pytester.path / "r.json").read_text())["budgets"]
+    assert report["broken"]["verdict"]["status"] == "error"
+    assert "the factory broke" in report["broken"]["error"]
+    assert report["test_a.py::test_errors_before_its_check"]["error"] == "ValueError: no data here"
+    assert report["test_a.py::test_fine"]["verdict"]["status"] == "passed"
+    markdown = (pytester.path / "r.md").read_text()
+    assert "| broken | - | - | - | - | - | - | new | error |" in markdown
+    # --update-budgets recorded the budget that ran, and nothing for the two that errored.
+    text = (pytester.path / "budgets.toml").read_text()
+    assert "test_fine" in text and "test_errors_before_its_check" not in text
+    assert "[budgets.broken.baseline]" not in text
+
+
+def test_reports_of_an_earlier_run_do_not_survive_a_run_without_budgets(pytester):
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    (pytester.path / "r.md").write_text("| old | 1 | failed |\n")
+    (pytester.path / "r.json").write_text('{"budgets": {"old": {}}}')
+    pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "r.json", "--budget-markdown", "r.md").assert_outcomes(passed=1)
+    assert json.loads((pytester.path / "r.json").read_text())["budgets"] == {}
+    assert (pytester.path / "r.md").read_text() == "### Model budgets\n\nNo budget was measured in this run.\n"
