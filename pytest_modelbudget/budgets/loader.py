@@ -57,18 +57,26 @@ def read_text(path: Path) -> str:
         ) from None
 
 
+#: Problems listed in full; the rest are counted (a file of 10,000 bad entries is one mistake).
+MAX_PROBLEMS = 30
+
+
 def _describe_errors(path: Path, text: str, error: ValidationError) -> str:
     lines = [f"{path}: {error.error_count()} problem(s) in the budget file"]
-    for item in error.errors():
+    index = key_lines(text)
+    errors = error.errors()
+    for item in errors[:MAX_PROBLEMS]:
         loc = [str(part) for part in item["loc"] if not str(part).startswith(("function-", "list[", "int", "str"))]
         key = ".".join(_toml_key(part) for part in loc)
-        line = locate(text, loc)
+        line = locate(index, loc)
         where = f"{path}:{line}" if line else str(path)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}; expected one of: {_allowed(loc)}"
         found = "" if item["type"] in ("extra_forbidden", "missing") or "found" in message else f" (found {item['input']!r})"
         lines.append(f"  {where}: {key}: {message}{found}")
+    if len(errors) > MAX_PROBLEMS:
+        lines.append(f"  ... and {len(errors) - MAX_PROBLEMS} more")
     return "\n".join(lines)
 
 
@@ -89,8 +97,11 @@ def _toml_key(part: str) -> str:
     return part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
 
 
-_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r'^\s*("(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_-]+)\s*=')
+# No ambiguous repetition around the name (the name is stripped afterwards): a line of "[" and
+# thousands of spaces is matched in linear time.
+_HEADER = re.compile(r"^\s*\[\[?([^\]]*)\]\]?\s*(#.*)?$")
+_PART = r'(?:"(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_-]+)'
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")
 
 
 def _split_key(dotted: str) -> list[str]:
@@ -98,20 +109,31 @@ def _split_key(dotted: str) -> list[str]:
     return [a or b or c for a, b, c in parts]
 
 
-def locate(text: str, loc: list[str]) -> int | None:
-    """The 1-based line that holds ``loc`` (a pydantic error path), or the nearest table above."""
-    best: tuple[int, int] | None = None  # (matched depth, line)
-    table: list[str] = []
+def key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Each table's and each key's path -> its 1-based line, read in one pass: a file with
+    thousands of errors is located in linear time, not once per error."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
     for number, line in enumerate(text.splitlines(), start=1):
         header = _HEADER.match(line)
         if header:
-            table = _split_key(header.group(1))
-            if loc[: len(table)] == table and (best is None or len(table) >= best[0]):
-                best = (len(table), number)
+            table = tuple(_split_key(header.group(1).strip()))
+            lines[table] = number  # a table header read again ([[arrays]]): the last one
             continue
         key = _KEY.match(line)
-        if key and loc[: len(table)] == table and len(loc) > len(table):
+        if key:
             name = _split_key(key.group(1))
-            if name and name[0] == loc[len(table)] and (best is None or len(table) + 1 > best[0]):
-                best = (len(table) + 1, number)
-    return best[1] if best else None
+            for depth in range(1, len(name) + 1):  # limits.params = ...: limits is here too
+                lines.setdefault((*table, *name[:depth]), number)
+    return lines
+
+
+def locate(text: str | dict[tuple[str, ...], int], loc: list[str]) -> int | None:
+    """The 1-based line that holds ``loc`` (a pydantic error path), or the nearest table above.
+    ``text`` is the file's text, or its :func:`key_lines` when many paths are located."""
+    index = key_lines(text) if isinstance(text, str) else text
+    for depth in range(len(loc), 0, -1):
+        line = index.get(tuple(loc[:depth]))
+        if line is not None:
+            return line
+    return None

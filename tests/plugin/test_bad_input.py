@@ -210,3 +210,24 @@ def test_reports_of_an_earlier_run_do_not_survive_a_run_without_budgets(pytester
     pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "r.json", "--budget-markdown", "r.md").assert_outcomes(passed=1)
     assert json.loads((pytester.path / "r.json").read_text())["budgets"] == {}
     assert (pytester.path / "r.md").read_text() == "### Model budgets\n\nNo budget was measured in this run.\n"
+
+
+def test_ten_thousand_bad_entries_are_reported_quickly_and_briefly(pytester):
+    # Each error used to rescan the file: 10,000 bad entries took minutes. Now one pass, and
+    # the message lists the first problems and counts the rest.
+    entries = "\n".join(f'[budgets.m{i}]\nlimits = {{ params = "3 apples" }}\n' for i in range(10_000))
+    pytester.makefile(".toml", budgets=entries)
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*budgets.toml: 10000 problem(s) in the budget file*", "*budgets.toml:2: budgets.m0.limits.params: expected an integer*", "*... and 9970 more*"]
+    )
+    assert len(result.stderr.lines) < 50
+
+
+def test_a_header_line_of_spaces_is_read_in_linear_time():
+    from pytest_modelbudget.budgets.loader import key_lines
+
+    # "[" and 100,000 spaces (no closing bracket): the old header pattern backtracked on it.
+    assert key_lines("[" + " " * 100_000 + "\n[budgets.a]\nx = 1\n") == {("budgets", "a"): 2, ("budgets", "a", "x"): 3}
