@@ -36,7 +36,17 @@ def update_baselines(
     The file is read, merged and replaced under a lock: two runs updating it at once (two CI
     jobs, a developer and a watcher) each merge into the file as the other left it."""
     with _locked(path):
+        _remove_leftovers(path)
         return _update(path, records, remove)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary files of a writer killed before its rename. Under the lock no other writer has
+    one open, so every one found is a leftover."""
+    directory = path.parent if str(path.parent) else Path(".")
+    for leftover in directory.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 @contextlib.contextmanager

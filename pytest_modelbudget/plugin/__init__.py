@@ -101,6 +101,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     session = _session(parent.config)
     if session is not None and file_path.resolve() == session.path:
+        # Once per run: a symlink to the budget file elsewhere in the tree is the same file.
+        if session.declared_collected:
+            return None
+        session.declared_collected = True
         from .declared import BudgetsFile
 
         return BudgetsFile.from_parent(parent, path=file_path)
@@ -119,11 +123,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     for item in items:
         budget_session.collected_ids.add(item.nodeid)
         budget_session.collected_files.add(item.nodeid.split("::", 1)[0])
-        marker = item.get_closest_marker("budget")
-        if marker is None:
+        markers = list(item.iter_markers("budget"))  # closest first: method, class, module
+        if not markers:
             continue
+        # A class's (or module's) limits hold for its tests; a closer marker overrides them
+        # figure by figure, never drops them.
+        merged: dict[str, Any] = {}
+        for marker in reversed(markers):
+            merged.update(marker.kwargs)
+        args = next((marker.args for marker in markers if marker.args), ())
         try:
-            parsed = BudgetMarker.from_kwargs(marker.kwargs, marker.args)
+            parsed = BudgetMarker.from_kwargs(merged, args)
         except BudgetUsageError as exc:
             problems.append(f"{item.nodeid}: {exc}")
             item.stash[MARKER_PROBLEM_KEY] = f"{item.nodeid}: {exc}"

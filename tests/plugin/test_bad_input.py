@@ -231,3 +231,41 @@ def test_a_header_line_of_spaces_is_read_in_linear_time():
 
     # "[" and 100,000 spaces (no closing bracket): the old header pattern backtracked on it.
     assert key_lines("[" + " " * 100_000 + "\n[budgets.a]\nx = 1\n") == {("budgets", "a"): 2, ("budgets", "a", "x"): 3}
+
+
+def test_a_class_marker_and_a_method_marker_merge_figure_by_figure(pytester):
+    pytester.makepyfile(
+        test_merge='''
+import pytest, torch
+
+@pytest.mark.budget(params="10")
+class TestModels:
+    @pytest.mark.budget(macs="1K")
+    def test_inherits_the_params_limit(self, model_budget):
+        model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))  # 20 params > 10
+
+    @pytest.mark.budget(params="100")
+    def test_overrides_it(self, model_budget):
+        model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+'''
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_inherits_the_params_limit: params 20 > limit 10*"])
+
+
+def test_a_symlinked_budget_file_runs_its_models_once(project):
+    project.makefile(".toml", budgets=BUDGETS)
+    (project.path / "sub").mkdir()
+    (project.path / "sub" / "budgets.toml").symlink_to(project.path / "budgets.toml")
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_leftover_temporary_files_of_a_killed_update_are_removed(project):
+    project.makefile(".toml", budgets=BUDGETS)
+    leftover = project.path / ".budgets.toml.abc123.tmp"
+    leftover.write_text("half a file")
+    project.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=1)
+    assert not leftover.exists()
+    assert "[budgets.net.baseline]" in (project.path / "budgets.toml").read_text()
