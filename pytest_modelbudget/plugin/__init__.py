@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..errors import BudgetExceeded, BudgetFileError
-from .options import MARKER_HELP, add_options, budget_path, named_file, strict
+from .options import MARKER_HELP, add_options, budget_path, budget_path_as_named, named_file, strict
 
 #: A budget marker that could not be read, on an xdist worker: the test fails at setup with it.
 MARKER_PROBLEM_KEY = pytest.StashKey[str]()
@@ -100,11 +100,9 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     session = _session(parent.config)
-    if session is not None and file_path.resolve() == session.path:
-        # Once per run: a symlink to the budget file elsewhere in the tree is the same file.
-        if session.declared_collected:
-            return None
-        session.declared_collected = True
+    # The file where it was configured (or what that links to); a symlink to it elsewhere in the
+    # tree is the same file, and its models would run twice.
+    if session is not None and file_path.absolute() in (session.path, budget_path_as_named(parent.config)):
         from .declared import BudgetsFile
 
         return BudgetsFile.from_parent(parent, path=file_path)

@@ -45,11 +45,16 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 def budget_path(config: pytest.Config) -> Path:
+    return budget_path_as_named(config).resolve()
+
+
+def budget_path_as_named(config: pytest.Config) -> Path:
+    """The budget file's path as configured, links not followed."""
     option = config.getoption("budgets_file")
     if option:
-        return Path(option).resolve()
+        return Path(option).absolute()
     base = config.inipath.parent if config.inipath else config.rootpath
-    return (base / config.getini("modelbudget_file")).resolve()
+    return (base / config.getini("modelbudget_file")).absolute()
 
 
 def strict(config: pytest.Config) -> bool:

@@ -54,8 +54,6 @@ class BudgetSession:
     written: bool = False
     #: Why --update-budgets could not write the file, in one line.
     write_error: str | None = None
-    #: Whether the budget file's declared models were collected (once, even through a symlink).
-    declared_collected: bool = False
     #: Reports (--budget-json, --budget-markdown, the step summary) that could not be written.
     report_errors: list[str] = field(default_factory=list)
     #: Budget names checked by more than one test: name -> their node ids. Never written.
