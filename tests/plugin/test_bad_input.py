@@ -269,3 +269,23 @@ def test_leftover_temporary_files_of_a_killed_update_are_removed(project):
     project.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=1)
     assert not leftover.exists()
     assert "[budgets.net.baseline]" in (project.path / "budgets.toml").read_text()
+
+
+def test_an_update_that_cannot_be_written_is_one_line_and_the_verdict_stands(project):
+    # A budget file whose directory cannot hold it (here a plain file stands where the directory
+    # should be: root ignores read-only permissions, this fails for everyone).
+    (project.path / "notadir").write_text("")
+    project.makepyfile(
+        test_a='''
+import pytest, torch
+
+@pytest.mark.budget(params="1K")
+def test_a(model_budget):
+    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+'''
+    )
+    result = project.runpytest("-p", "no:cacheprovider", "--update-budgets", "--budgets-file", "notadir/budgets.toml", "--budget-markdown", "r.md")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*notadir/budgets.toml: not written: *Not a directory*"])
+    assert "Traceback" not in result.stdout.str()
+    assert (project.path / "r.md").exists()
