@@ -42,3 +42,25 @@ def test_whole_numbers_and_their_spelled_forms_read_exactly(value, kind):
     # What a report prints reads back within its rounding (3-4 significant digits).
     shown = parse_quantity(format_quantity(value, kind), kind)
     assert abs(shown - value) <= max(value * 0.005, 0.5)
+
+
+@given(st.one_of(ANYTHING, st.dictionaries(st.one_of(st.sampled_from(["params", "macs", "peak_memory"]), st.text(max_size=8)), ANYTHING, max_size=3)))
+def test_a_tolerance_table_is_fractions_per_known_figure_or_a_value_error(value):
+    from pytest_modelbudget.budgets.schema import parse_tolerance
+    from pytest_modelbudget.stats import FIGURES
+
+    try:
+        parsed = parse_tolerance(value)
+    except ValueError:  # QuantityError is one; the schema turns it into file:line
+        return
+    if isinstance(parsed, dict):
+        assert set(parsed) <= set(FIGURES) and all(0 <= v < float("inf") for v in parsed.values())
+    else:
+        assert 0 <= parsed < float("inf")
+
+
+@given(st.dictionaries(st.sampled_from(["params", "bytes", "macs", "flops", "peak_memory"]), st.integers(0, 10_000), min_size=1))
+def test_a_tolerance_table_reads_exactly(table):
+    from pytest_modelbudget.budgets.schema import parse_tolerance
+
+    assert parse_tolerance({k: f"{v / 100:g}%" for k, v in table.items()}) == {k: (v / 100) / 100 for k, v in table.items()}
