@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..errors import BudgetExceeded, BudgetFileError
-from .options import MARKER_HELP, add_options, budget_path, budget_path_as_named, named_file, strict
+from .options import MARKER_HELP, add_options, budget_path, budget_path_as_named, named_file, report_path, strict
 
 #: A budget marker that could not be read, on an xdist worker: the test fails at setup with it.
 MARKER_PROBLEM_KEY = pytest.StashKey[str]()
@@ -229,11 +229,11 @@ def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None
             budget_session.report_errors.append(f"{option} {path}: not written: {exc.strerror or exc}")
 
     records = budget_session.records
-    json_path = config.getoption("budget_json")
+    json_path = report_path(config, "budget_json", "modelbudget_json")
     if json_path:
         write("--budget-json", json_path, json_report(records, {"torch": torch_version(), "budgets_file": str(budget_session.path)}))
     markdown = markdown_report(records.values()) if records else "### Model budgets\n\nNo budget was measured in this run.\n"
-    markdown_path = config.getoption("budget_markdown")
+    markdown_path = report_path(config, "budget_markdown", "modelbudget_markdown")
     if markdown_path:  # written on every run: a file left from an earlier one would tell its story
         write("--budget-markdown", markdown_path, markdown)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")

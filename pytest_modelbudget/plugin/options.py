@@ -42,6 +42,22 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("modelbudget_file", "budget file, relative to the ini file", default=DEFAULT_FILE)
     parser.addini("modelbudget_tolerance", 'default tolerance above a baseline, e.g. "1%"', default="1%")
     parser.addini("modelbudget_strict", "strict mode (as --budget-strict); default: on when CI is set", type="bool", default=None)
+    # The one-shot actions (--update-budgets, --prune-budgets) have no ini twin: a setting that
+    # rewrote the budget file on every run would record every regression as the new baseline.
+    parser.addini("modelbudget_json", "write the JSON report here on every run (as --budget-json), relative to the ini file")
+    parser.addini("modelbudget_markdown", "write the Markdown report here on every run (as --budget-markdown), relative to the ini file")
+
+
+def report_path(config: pytest.Config, option: str, ini: str) -> str | None:
+    """A report's path: the command line's, else the ini option's (relative to the ini file)."""
+    given = config.getoption(option)
+    if given:
+        return given
+    configured = config.getini(ini)
+    if not configured:
+        return None
+    base = config.inipath.parent if config.inipath else config.rootpath
+    return str(base / configured)
 
 
 def budget_path(config: pytest.Config) -> Path:

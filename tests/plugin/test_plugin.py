@@ -471,3 +471,13 @@ def test_a_limit_line_says_both_the_excess_and_the_change(project):
     result = project.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*params 352 > limit 350 (+0.6%; +12.1% on baseline 314)*"])
+
+
+def test_report_paths_from_the_ini_file(project):
+    project.makeini("[pytest]\nmodelbudget_json = reports/budgets.json\nmodelbudget_markdown = reports/budgets.md\n")
+    project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert "net" in json.loads((project.path / "reports" / "budgets.json").read_text())["budgets"]
+    assert "| net |" in (project.path / "reports" / "budgets.md").read_text()
+    # The command line wins.
+    project.runpytest("-p", "no:cacheprovider", "--budget-json", "other.json").assert_outcomes(passed=1)
+    assert (project.path / "other.json").exists()
