@@ -14,14 +14,19 @@ from .render import markdown_table, text_table
 SHOWN = ("params", "bytes", "macs", "flops", "peak_memory")
 
 
-def summary_rows(records: Iterable[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    headers = ["budget", *SHOWN, "% of limit", "vs baseline", "verdict"]
+#: Dropped in this order when the table is wider than the terminal (unless chosen by name).
+NARROWING = ("flops", "bytes", "peak_memory", "macs")
+
+
+def summary_rows(records: Iterable[dict[str, Any]], columns: Iterable[str] = SHOWN) -> tuple[list[str], list[list[str]]]:
+    columns = tuple(columns)
+    headers = ["budget", *columns, "% of limit", "vs baseline", "verdict"]
     rows = []
     # Failures first: with many budgets, the ones a reviewer needs are on top.
     for record in sorted(records, key=lambda r: (_verdict(r) == "passed" or _verdict(r) == "tighten", r["name"])):
         figures = record["figures"]
         row = [record["name"]]
-        row += ["-" if figures.get(f) is None else format_quantity(figures[f], FIGURES[f]) for f in SHOWN]
+        row += ["-" if figures.get(f) is None else format_quantity(figures[f], FIGURES[f]) for f in columns]
         row.append(_limit_use(figures, record["limits"]))
         row.append(_baseline_change(figures, record.get("baseline")))
         row.append(_verdict(record))
@@ -57,9 +62,20 @@ def _baseline_change(figures: dict[str, int], baseline: dict[str, int] | None) -
     return f"{format_percent(change)} {figure}"
 
 
-def terminal_table(records: Iterable[dict[str, Any]]) -> str:
-    headers, rows = summary_rows(records)
-    return text_table(headers, rows)
+def terminal_table(records: Iterable[dict[str, Any]], columns: Iterable[str] | None = None, width: int | None = None) -> str:
+    """The summary table with ``columns`` (default: every figure, less those that do not fit in
+    ``width``, in NARROWING order)."""
+    records = list(records)
+    if columns is not None:
+        return text_table(*summary_rows(records, columns))
+    shown = list(SHOWN)
+    table = text_table(*summary_rows(records, shown))
+    for figure in NARROWING:
+        if width is None or max(map(len, table.splitlines())) <= width:
+            break
+        shown.remove(figure)
+        table = text_table(*summary_rows(records, shown))
+    return table
 
 
 def markdown_report(records: Iterable[dict[str, Any]]) -> str:

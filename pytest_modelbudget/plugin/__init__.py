@@ -34,6 +34,13 @@ def pytest_configure(config: pytest.Config) -> None:
     from ..budgets.loader import load_budget_file
     from .session import SESSION_KEY, BudgetSession, parse_tolerance_option
 
+    columns = config.getoption("budget_columns")
+    if columns:
+        from ..stats import FIGURES
+
+        unknown = [c for c in columns.split(",") if c not in FIGURES]
+        if unknown:
+            raise pytest.UsageError(f"--budget-columns: unknown figure {unknown[0]!r}; expected some of {', '.join(FIGURES)}")
     path = budget_path(config)
     named = named_file(config)
     if named and not path.exists() and not config.getoption("update_budgets"):
@@ -260,8 +267,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             "budget; give each model its own name=... (not recorded, the run fails)",
             red=True,
         )
-    if records:
-        terminalreporter.write_line(terminal_table(records.values()))
+    if records and config.get_verbosity() < 0:
+        failed = sum(1 for r in records.values() if r["verdict"]["status"] in ("failed", "error"))
+        terminalreporter.write_line(f"{len(records)} budget(s), {failed} failed (the table is shown without -q)")
+    elif records:
+        columns = config.getoption("budget_columns")
+        terminalreporter.write_line(
+            terminal_table(records.values(), columns.split(",") if columns else None, terminalreporter._tw.fullwidth)
+        )
     for line in caveat_lines(records.values()):
         terminalreporter.write_line(line, yellow=True)
     for line in tighten_lines(records.values()):

@@ -39,6 +39,12 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--budgets-file", default=None, metavar="PATH", help="budget file (default: budgets.toml at the rootdir)")
     group.addoption("--budget-json", default=None, metavar="PATH", help="write every figure and verdict as JSON")
     group.addoption("--budget-markdown", default=None, metavar="PATH", help="write the summary table as Markdown")
+    group.addoption(
+        "--budget-columns",
+        default=None,
+        metavar="FIGURES",
+        help="figures in the summary table, e.g. params,macs (default: all that fit the terminal)",
+    )
     parser.addini("modelbudget_file", "budget file, relative to the ini file", default=DEFAULT_FILE)
     parser.addini("modelbudget_tolerance", 'default tolerance above a baseline, e.g. "1%"', default="1%")
     parser.addini("modelbudget_strict", "strict mode (as --budget-strict); default: on when CI is set", type="bool", default=None)

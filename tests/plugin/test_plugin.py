@@ -481,3 +481,20 @@ def test_report_paths_from_the_ini_file(project):
     # The command line wins.
     project.runpytest("-p", "no:cacheprovider", "--budget-json", "other.json").assert_outcomes(passed=1)
     assert (project.path / "other.json").exists()
+
+
+def test_the_table_chooses_its_columns_fits_the_terminal_and_hides_under_q(project, monkeypatch):
+    result = project.runpytest("-p", "no:cacheprovider", "--budget-columns", "params,macs")
+    header = next(line for line in result.stdout.lines if line.startswith("budget "))
+    assert header.split() == ["budget", "params", "macs", "%", "of", "limit", "vs", "baseline", "verdict"]
+    monkeypatch.setenv("COLUMNS", "72")
+    result = project.runpytest("-p", "no:cacheprovider")
+    table = result.stdout.lines[next(i for i, line in enumerate(result.stdout.lines) if line.startswith("budget ")):][:3]
+    assert all(len(line) <= 72 for line in table), table
+    assert "flops" not in table[0] and "params" in table[0]  # the least telling columns go first
+    result = project.runpytest("-p", "no:cacheprovider", "-q")
+    result.stdout.fnmatch_lines(["1 budget(s), 0 failed (the table is shown without -q)"])
+    assert not any(line.startswith("budget ") for line in result.stdout.lines)
+    result = project.runpytest("-p", "no:cacheprovider", "--budget-columns", "params,macks")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--budget-columns: unknown figure 'macks'*"])
