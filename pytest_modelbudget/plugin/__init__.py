@@ -272,9 +272,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(f"{len(records)} budget(s), {failed} failed (the table is shown without -q)")
     elif records:
         columns = config.getoption("budget_columns")
-        terminalreporter.write_line(
-            terminal_table(records.values(), columns.split(",") if columns else None, terminalreporter._tw.fullwidth)
-        )
+        # Fitted to a terminal; a CI log (not a tty) is read scrolled sideways, and keeps every column.
+        width = terminalreporter._tw.fullwidth if getattr(terminalreporter, "isatty", False) else None
+        terminalreporter.write_line(terminal_table(records.values(), columns.split(",") if columns else None, width))
     for line in caveat_lines(records.values()):
         terminalreporter.write_line(line, yellow=True)
     for line in tighten_lines(records.values()):

@@ -483,18 +483,34 @@ def test_report_paths_from_the_ini_file(project):
     assert (project.path / "other.json").exists()
 
 
-def test_the_table_chooses_its_columns_fits_the_terminal_and_hides_under_q(project, monkeypatch):
+def test_the_table_chooses_its_columns_and_hides_under_q(project):
     result = project.runpytest("-p", "no:cacheprovider", "--budget-columns", "params,macs")
     header = next(line for line in result.stdout.lines if line.startswith("budget "))
     assert header.split() == ["budget", "params", "macs", "%", "of", "limit", "vs", "baseline", "verdict"]
-    monkeypatch.setenv("COLUMNS", "72")
+    # Not a terminal (pytester, a CI log): every column, however wide.
     result = project.runpytest("-p", "no:cacheprovider")
-    table = result.stdout.lines[next(i for i, line in enumerate(result.stdout.lines) if line.startswith("budget ")):][:3]
-    assert all(len(line) <= 72 for line in table), table
-    assert "flops" not in table[0] and "params" in table[0]  # the least telling columns go first
+    header = next(line for line in result.stdout.lines if line.startswith("budget "))
+    assert header.split()[1:6] == ["params", "bytes", "macs", "flops", "peak_memory"]
     result = project.runpytest("-p", "no:cacheprovider", "-q")
     result.stdout.fnmatch_lines(["1 budget(s), 0 failed (the table is shown without -q)"])
     assert not any(line.startswith("budget ") for line in result.stdout.lines)
     result = project.runpytest("-p", "no:cacheprovider", "--budget-columns", "params,macks")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--budget-columns: unknown figure 'macks'*"])
+
+
+def test_on_a_narrow_terminal_flops_and_bytes_make_room_first():
+    from pytest_modelbudget.gate.reports import terminal_table
+
+    record = {
+        "name": "tests/test_models.py::test_a_long_budget_name",
+        "figures": {"params": 15130, "bytes": 61440, "macs": 2212480, "flops": 4515072, "peak_memory": 211456},
+        "limits": {"macs": 2_500_000},
+        "baseline": None,
+        "verdict": {"status": "passed", "checks": []},
+    }
+    wide = terminal_table([record])
+    assert "flops" in wide.splitlines()[0]
+    narrow = terminal_table([record], width=110)
+    assert all(len(line) <= 110 for line in narrow.splitlines())
+    assert narrow.splitlines()[0].split()[1:4] == ["params", "macs", "peak_memory"]
