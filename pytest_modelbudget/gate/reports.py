@@ -21,7 +21,10 @@ NARROWING = ("flops", "bytes")
 
 def summary_rows(records: Iterable[dict[str, Any]], columns: Iterable[str] = SHOWN) -> tuple[list[str], list[list[str]]]:
     columns = tuple(columns)
-    headers = ["budget", *columns, "% of limit", "vs baseline", "verdict"]
+    records = list(records)
+    # One figure for the column, the most telling that moved anywhere, so that rows compare.
+    common = next((f for f in BASELINE_ORDER if any(_moved(r, f) for r in records)), None)
+    headers = ["budget", *columns, "% of limit", f"vs baseline ({common})" if common else "vs baseline", "verdict"]
     rows = []
     # Failures first: with many budgets, the ones a reviewer needs are on top.
     for record in sorted(records, key=lambda r: (_verdict(r) == "passed" or _verdict(r) == "tighten", r["name"])):
@@ -29,7 +32,7 @@ def summary_rows(records: Iterable[dict[str, Any]], columns: Iterable[str] = SHO
         row = [record["name"]]
         row += ["-" if figures.get(f) is None else format_quantity(figures[f], FIGURES[f]) for f in columns]
         row.append(_limit_use(figures, record["limits"]))
-        row.append(_baseline_change(figures, record.get("baseline")))
+        row.append(_baseline_change(figures, record.get("baseline"), common))
         row.append(_verdict(record))
         rows.append(row)
     return headers, rows
@@ -42,25 +45,36 @@ def _verdict(record: dict[str, Any]) -> str:
     return status
 
 
+#: The "vs baseline" column's figure: the first of these that moved in any budget.
+BASELINE_ORDER = ("params", "macs", "peak_memory", "bytes", "flops")
+
+
+def _moved(record: dict[str, Any], figure: str) -> bool:
+    baseline, now = record.get("baseline") or {}, record["figures"].get(figure)
+    return baseline.get(figure) is not None and now is not None and now != baseline[figure]
+
+
 def _limit_use(figures: dict[str, int], limits: dict[str, int]) -> str:
     used = [(figures[f] / limit, f) for f, limit in limits.items() if limit and figures.get(f) is not None]
     if not used:
         return "-"
     fraction, figure = max(used)
-    return f"{fraction * 100:.0f}% {figure}"
+    digits = 0
+    while digits < 6 and fraction != 1 and round(fraction * 100, digits) == 100:
+        digits += 1  # just over or under the limit never reads "100%"
+    return f"{fraction * 100:.{digits}f}% {figure}"
 
 
-def _baseline_change(figures: dict[str, int], baseline: dict[str, int] | None) -> str:
+def _baseline_change(figures: dict[str, int], baseline: dict[str, int] | None, common: str | None = None) -> str:
     if not baseline:
         return "new"
-    changes = [
-        ((figures[f] - old) / old, f) for f, old in baseline.items() if old and figures.get(f) is not None
-    ]
-    moved = [change for change in changes if change[0] != 0]
-    if not moved:
+    changes = {f: (figures[f] - old) / old for f, old in baseline.items() if old and figures.get(f) is not None and figures[f] != old}
+    if not changes:
         return "="
-    change, figure = max(moved, key=lambda c: abs(c[0]))
-    return f"{format_percent(change)} {figure}"
+    if common in changes:
+        return format_percent(changes[common])
+    figure = max(changes, key=lambda f: abs(changes[f]))  # the column's figure held; another moved
+    return f"{format_percent(changes[figure])} {figure}"
 
 
 def terminal_table(records: Iterable[dict[str, Any]], columns: Iterable[str] | None = None, width: int | None = None) -> str:

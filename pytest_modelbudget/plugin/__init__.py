@@ -238,8 +238,11 @@ def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None
     records = budget_session.records
     json_path = report_path(config, "budget_json", "modelbudget_json")
     if json_path:
-        write("--budget-json", json_path, json_report(records, {"torch": torch_version(), "budgets_file": str(budget_session.path)}))
+        extra = {"torch": torch_version(), "budgets_file": str(budget_session.path), "stale": sorted(budget_session.stale)}
+        write("--budget-json", json_path, json_report(records, extra))
     markdown = markdown_report(records.values()) if records else "### Model budgets\n\nNo budget was measured in this run.\n"
+    if budget_session.stale:
+        markdown += f"- entries no test stands for (stale): {', '.join(sorted(budget_session.stale))}\n"
     markdown_path = report_path(config, "budget_markdown", "modelbudget_markdown")
     if markdown_path:  # written on every run: a file left from an earlier one would tell its story
         write("--budget-markdown", markdown_path, markdown)

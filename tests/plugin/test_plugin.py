@@ -514,3 +514,21 @@ def test_on_a_narrow_terminal_flops_and_bytes_make_room_first():
     narrow = terminal_table([record], width=110)
     assert all(len(line) <= 110 for line in narrow.splitlines())
     assert narrow.splitlines()[0].split()[1:4] == ["params", "macs", "peak_memory"]
+
+
+def test_the_vs_baseline_column_follows_one_figure_and_the_limit_column_never_rounds_to_100():
+    from pytest_modelbudget.gate.reports import terminal_table
+
+    def record(name, params, macs, limit=None):
+        return {
+            "name": name, "figures": {"params": params, "macs": macs}, "limits": {"params": limit} if limit else {},
+            "baseline": {"params": 100, "macs": 100}, "verdict": {"status": "passed", "checks": []},
+        }
+
+    lines = terminal_table([record("a", 110, 100, 110), record("b", 100, 120), record("c", 100, 100, 99_990)], ["params"]).splitlines()
+    assert "vs baseline (params)" in lines[0]
+    assert lines[2].split()[-2:] == ["+10.0%", "passed"]  # the column's figure: no name repeated
+    assert lines[3].split()[-3:] == ["+20.0%", "macs", "passed"]  # another figure moved: it is named
+    assert lines[4].split()[-2:] == ["=", "passed"]
+    just_over = terminal_table([{**record("z", 125_030_000, 100), "limits": {"params": 125_000_000}}], ["params"])
+    assert "100.02% params" in just_over

@@ -3,6 +3,8 @@ never checked, stale entries, unused parameters, and baselines that say how they
 
 from __future__ import annotations
 
+import json
+
 import re
 
 import pytest
@@ -97,9 +99,12 @@ def test_a_marker_whose_limits_were_never_checked_fails(project):
 def test_stale_entries_fail_a_strict_run_only(project):
     project.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=2)
     project.makepyfile(test_net=IN_CODE.replace("def test_net(", "def test_renamed("))
-    local = project.runpytest("-p", "no:cacheprovider")
+    local = project.runpytest("-p", "no:cacheprovider", "--budget-json", "r.json", "--budget-markdown", "r.md")
     assert local.ret == pytest.ExitCode.OK
     local.stdout.fnmatch_lines(["*1 stale budget entry*", "*test_net.py::test_net*"])
+    # The reports say so too: a reviewer reading the pull request's summary sees it.
+    assert json.loads((project.path / "r.json").read_text())["stale"] == ["test_net.py::test_net"]
+    assert "entries no test stands for (stale): test_net.py::test_net" in (project.path / "r.md").read_text()
     strict = project.runpytest("-p", "no:cacheprovider", "--budget-strict", "--update-budgets", "-k", "renamed or net")
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
     strict.stdout.fnmatch_lines(["*remove them with pytest --update-budgets --prune-budgets (strict mode: they fail the run)*"])
