@@ -96,7 +96,7 @@ def terminal_table(records: Iterable[dict[str, Any]], columns: Iterable[str] | N
 def markdown_report(records: Iterable[dict[str, Any]]) -> str:
     records = list(records)
     headers, rows = summary_rows(records)
-    changes = [f"{r['name']}: {line}" for r in sorted(records, key=lambda r: r["name"]) for line in r.get("sharing_changes", [])]
+    changes = [f"{r['name']}: {line}" for r in sorted(records, key=lambda r: r["name"]) for line in structure_lines(r)]
     notes = "".join(f"\n- {line}" for line in [*changes, *caveat_lines(records)])
     return "### Model budgets\n\n" + markdown_table(headers, rows) + "\n" + (notes[1:] + "\n" if notes else "")
 
@@ -146,6 +146,17 @@ def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
                 "limit changes)"
             )
     lines.append(f"{changed} changed, {unchanged} unchanged, {new} new")
+    return lines
+
+
+def structure_lines(record: dict[str, Any]) -> list[str]:
+    """What changed in the model's structure beside its figures: ties undone or made, and the
+    parameters forward never reads (a dead head is params that buy nothing)."""
+    lines = list(record.get("sharing_changes", []))
+    unused = record.get("unused_params") or []
+    if unused:
+        shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+        lines.append(f"unused: forward never reads {shown}")
     return lines
 
 

@@ -13,7 +13,7 @@ import pytest
 from ..budgets.loader import locate
 from ..budgets.schema import DEFAULT_FIGURES, BudgetFile, Entry
 from ..errors import BudgetExceeded, BudgetUsageError
-from ..gate.reports import caveats
+from ..gate.reports import caveats, structure_lines
 from ..gate.verdict import evaluate, failure_message, sharing_changes
 from ..quantities import parse_percent
 from ..stats import FIGURES, LAYER_FIGURES
@@ -183,7 +183,7 @@ class BudgetSession:
                 # code of the model's own forward.
                 baseline_layers = {"": {f: v for f, v in baseline.totals().items() if f in LAYER_FIGURES}}
                 baseline_layers.update({n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()})
-            notes = [*record["sharing_changes"], *provenance_notes(baseline, stats), *caveats(record)] if baseline else caveats(record)
+            notes = [*structure_lines(record), *(provenance_notes(baseline, stats) if baseline else []), *caveats(record)]
             raise BudgetExceeded(
                 failure_message(verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats), notes)
             )

@@ -156,3 +156,16 @@ def test_untying_the_lm_head_is_said_as_such(project):
     # Recorded again: the file forgets the tie.
     project.runpytest("-p", "no:cacheprovider", "--update-budgets", "-k", "twice").assert_outcomes(passed=1)
     assert "shared_params" not in (project.path / "budgets.toml").read_text()
+
+
+def test_an_unused_head_is_named_in_the_failure_and_the_markdown(project):
+    project.runpytest("-p", "no:cacheprovider", "--update-budgets", "-k", "twice").assert_outcomes(passed=1)
+    grown = MODELS.replace(
+        "        self.lm_head.weight = self.wte.weight\n",
+        "        self.lm_head.weight = self.wte.weight\n        self.aux_head = nn.Linear(width, 8)\n",
+    )
+    project.makepyfile(gptmodels=grown)
+    result = project.runpytest("-p", "no:cacheprovider", "-k", "twice", "--budget-markdown", "r.md")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*note: unused: forward never reads aux_head.weight, aux_head.bias*"])
+    assert "twice: unused: forward never reads aux_head.weight, aux_head.bias" in (project.path / "r.md").read_text()
