@@ -27,7 +27,7 @@ def summary_rows(records: Iterable[dict[str, Any]], columns: Iterable[str] = SHO
     headers = ["budget", *columns, "% of limit", f"vs baseline ({common})" if common else "vs baseline", "verdict"]
     rows = []
     # Failures first: with many budgets, the ones a reviewer needs are on top.
-    for record in sorted(records, key=lambda r: (_verdict(r) == "passed" or _verdict(r) == "tighten", r["name"])):
+    for record in sorted(records, key=lambda r: (_verdict(r) in ("passed", "tighten"), r["name"])):
         figures = record["figures"]
         row = [record["name"]]
         row += ["-" if figures.get(f) is None else format_quantity(figures[f], FIGURES[f]) for f in columns]

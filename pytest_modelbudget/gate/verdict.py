@@ -77,10 +77,11 @@ class Verdict:
         return "passed"
 
     def to_dict(self) -> dict[str, Any]:
+        distinct = set(self.tolerance.values())
         return {
             "status": self.status,
             # One number where every figure has the same (the common case), else the table.
-            "tolerance": next(iter(set(self.tolerance.values()))) if len(set(self.tolerance.values())) == 1 else self.tolerance,
+            "tolerance": distinct.pop() if len(distinct) == 1 else self.tolerance,
             "checks": [asdict(c) for c in self.checks],
             "problems": self.problems,
         }

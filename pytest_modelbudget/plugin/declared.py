@@ -43,24 +43,23 @@ class DeclaredModel(pytest.Item):
         def where(*key: str) -> str:  # read the file only on the error path
             return session.line_of(self.name, *key)
 
-        try:
-            inputs = load_callable(entry.inputs)() if entry.inputs else None
-        except FactoryError as exc:
-            raise DeclaredModelError(f"{where('inputs')}: budgets.{self.name}.inputs: {exc}") from None
+        def named(key: str) -> Any:
+            """The callable that ``budgets.NAME.KEY`` names, or None; a name that does not
+            import is an error naming the key and its line."""
+            path = getattr(entry, key)
+            try:
+                return load_callable(path) if path else None
+            except FactoryError as exc:
+                raise DeclaredModelError(f"{where(key)}: budgets.{self.name}.{key}: {exc}") from None
+
+        inputs_factory = named("inputs")
+        inputs = inputs_factory() if inputs_factory else None
         dtype = None
         if entry.dtype is not None:
             dtype = getattr(torch, entry.dtype, None)
             if not isinstance(dtype, torch.dtype):
                 raise DeclaredModelError(f"{where('dtype')}: budgets.{self.name}.dtype: {entry.dtype!r} is not a torch dtype")
-        loss_fn = optimizer = None
-        try:
-            loss_fn = load_callable(entry.loss) if entry.loss else None
-        except FactoryError as exc:
-            raise DeclaredModelError(f"{where('loss')}: budgets.{self.name}.loss: {exc}") from None
-        try:
-            optimizer_class = load_callable(entry.optimizer) if entry.optimizer else None
-        except FactoryError as exc:
-            raise DeclaredModelError(f"{where('optimizer')}: budgets.{self.name}.optimizer: {exc}") from None
+        loss_fn, optimizer_class, optimizer = named("loss"), named("optimizer"), None
         if optimizer_class is not None:
             optimizer_kwargs = dict(entry.optimizer_kwargs)
 

@@ -65,7 +65,9 @@ class BudgetSession:
         if report.failed and "budget" in report.keywords and not any(key == RECORD_KEY for key, _ in report.user_properties):
             # A budget test that errored before its figures were checked (its factory raised, the
             # model would not run): the reports list it, so that it is not silently missing.
-            name = report.nodeid.removeprefix(f"{self.path.name}::")
+            # A declared model's budget is named after its entry; an in-code test's, its node id.
+            file, _, rest = report.nodeid.partition("::")
+            name = rest if (self.config.rootpath / file).resolve() == self.path else report.nodeid
             if name not in self.records:
                 self.records[name] = errored_record(name, report)
             return

@@ -10,6 +10,15 @@ import pytest
 
 from .test_plugin import BUDGETS, MODELS
 
+#: One in-code budget test, well within its limit.
+ONE_BUDGET_TEST = """
+import pytest, torch
+
+@pytest.mark.budget(params="1K")
+def test_a(model_budget):
+    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+"""
+
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
@@ -150,15 +159,7 @@ def test_an_empty_figures_list_compares_no_figure_with_the_baseline(project):
 
 
 def test_a_report_that_cannot_be_written_is_one_line_and_the_rest_still_are(pytester):
-    pytester.makepyfile(
-        test_a='''
-import pytest, torch
-
-@pytest.mark.budget(params="1K")
-def test_a(model_budget):
-    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
-'''
-    )
+    pytester.makepyfile(test_a=ONE_BUDGET_TEST)
     (pytester.path / "adir").mkdir()
     result = pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "adir", "--budget-markdown", "out.md")
     assert result.ret == pytest.ExitCode.OK  # the tests' verdict stands
@@ -275,15 +276,7 @@ def test_an_update_that_cannot_be_written_is_one_line_and_the_verdict_stands(pro
     # A budget file whose directory cannot hold it (here a plain file stands where the directory
     # should be: root ignores read-only permissions, this fails for everyone).
     (project.path / "notadir").write_text("")
-    project.makepyfile(
-        test_a='''
-import pytest, torch
-
-@pytest.mark.budget(params="1K")
-def test_a(model_budget):
-    model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
-'''
-    )
+    project.makepyfile(test_a=ONE_BUDGET_TEST)
     result = project.runpytest("-p", "no:cacheprovider", "--update-budgets", "--budgets-file", "notadir/budgets.toml", "--budget-markdown", "r.md")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*notadir/budgets.toml: not written: *Not a directory*"])

@@ -8,14 +8,12 @@ default inputs, so that ``python -m pytest_modelbudget torchvision:resnet50`` ne
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
-
-import contextlib
-
 import torch
+from torch import nn
 
 from ...factories import FactoryError, is_model_spec, load_callable
 
@@ -28,6 +26,11 @@ class BuiltModel:
     #: What the spec's model is called with unless the caller gives inputs: a tensor (one
     #: positional argument) or a dict of keyword arguments.
     inputs: Any
+
+
+def built_on(meta: bool) -> Any:
+    """Where a builder's tensors go: the meta device, or wherever they would anyway."""
+    return torch.device("meta") if meta else contextlib.nullcontext()
 
 
 def build_model_spec(spec: str, kwargs: dict[str, Any] | None = None, *, meta: bool | None = None) -> BuiltModel:
@@ -54,6 +57,6 @@ def build(factory: str, kwargs: dict[str, Any] | None = None, *, meta: bool | No
     if is_model_spec(factory):
         return build_model_spec(factory, kwargs, meta=meta)
     function = load_callable(factory)
-    with torch.device("meta") if meta else contextlib.nullcontext():
+    with built_on(bool(meta)):
         model = function(**(kwargs or {}))
     return BuiltModel(model, None)

@@ -5,16 +5,14 @@ at the feature extractor's shapes, decoder ids for encoder-decoders."""
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...factories import FactoryError
-from . import BuiltModel
+from . import BuiltModel, built_on
 
 #: Tokens in the default text input; fewer where the config's positions allow fewer.
 DEFAULT_LENGTH = 128
@@ -26,13 +24,13 @@ def load_config(name: str, overrides: dict[str, Any]) -> Any:
     path = Path(name)
     try:
         if path.is_file():
-            config = transformers.AutoConfig.from_pretrained(str(path.parent), **_offline())
+            config = transformers.AutoConfig.from_pretrained(str(path.parent), **_OFFLINE)
         elif path.is_dir():
-            config = transformers.AutoConfig.from_pretrained(str(path), **_offline())
+            config = transformers.AutoConfig.from_pretrained(str(path), **_OFFLINE)
         elif name in transformers.CONFIG_MAPPING:
             config = transformers.AutoConfig.for_model(name)
         else:
-            config = transformers.AutoConfig.from_pretrained(name, **_offline())
+            config = transformers.AutoConfig.from_pretrained(name, **_OFFLINE)
     except (OSError, ValueError) as exc:
         raise FactoryError(
             f"hf:{name}: not a model type of transformers {transformers.__version__}, a config file or folder, "
@@ -51,9 +49,8 @@ def load_config(name: str, overrides: dict[str, Any]) -> Any:
     return config
 
 
-def _offline() -> dict[str, Any]:
-    # A spec never downloads: only what the local cache already holds.
-    return {"local_files_only": True} if not os.environ.get("PYTEST_MODELBUDGET_ALLOW_DOWNLOADS") else {}
+#: A spec never downloads: only what the local cache already holds.
+_OFFLINE = {"local_files_only": True}
 
 
 def build_hf(name: str, overrides: dict[str, Any], *, meta: bool) -> BuiltModel:
@@ -63,7 +60,7 @@ def build_hf(name: str, overrides: dict[str, Any], *, meta: bool) -> BuiltModel:
         raise FactoryError(f"hf:{name}: transformers is not installed") from None
     config = load_config(name, overrides)
     model_class = _model_class(transformers, config)
-    with torch.device("meta") if meta else contextlib.nullcontext():
+    with built_on(meta):
         try:
             model = model_class._from_config(config)
         except Exception as exc:

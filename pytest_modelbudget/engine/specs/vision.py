@@ -9,10 +9,7 @@ from typing import Any, Iterator
 import torch
 
 from ...factories import FactoryError
-from . import BuiltModel
-
-def _device(meta: bool) -> Any:
-    return torch.device("meta") if meta else contextlib.nullcontext()
+from . import BuiltModel, built_on
 
 
 def build_torchvision(name: str, kwargs: dict[str, Any], *, meta: bool | None) -> BuiltModel:
@@ -35,7 +32,7 @@ def build_torchvision(name: str, kwargs: dict[str, Any], *, meta: bool | None) -
         # Detectors keep the boxes that score highest: their forward needs values, a real run.
         meta = name not in torchvision.models.list_models(module=torchvision.models.detection)
     try:
-        with _device(meta):
+        with built_on(meta):
             model = builder(**{**never_download, **kwargs})
     except NotImplementedError:
         if not meta:
@@ -96,7 +93,7 @@ def build_timm(name: str, kwargs: dict[str, Any], *, meta: bool | None) -> Built
         raise FactoryError(f"timm:{name}: timm is not installed (pip install timm)") from None
     if name not in known:
         raise FactoryError(f"timm:{name}: timm has no such model (see timm.list_models())")
-    with _device(meta is not False):
+    with built_on(meta is not False):
         model = timm.create_model(name, pretrained=False, **kwargs)
     size = model.pretrained_cfg.get("input_size", (3, 224, 224))
     return BuiltModel(model.eval(), torch.randn(1, *size))
