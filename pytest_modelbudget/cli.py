@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--autocast", choices=("float16", "bfloat16"), help="run the step under torch.autocast to this dtype")
     parser.add_argument(
+        "--units",
+        choices=("si", "binary"),
+        default="si",
+        help="byte sizes in SI units (KB, MB: default) or binary ones (KiB, MiB); JSON is always in bytes",
+    )
+    parser.add_argument(
         "--format",
         choices=("table", "json", "markdown"),
         default="table",
@@ -142,6 +148,13 @@ def _measure(args: argparse.Namespace) -> Any:
 
 
 def _print(args: argparse.Namespace, stats: Any) -> int:
+    from .quantities import byte_units
+
+    with byte_units(args.units):
+        return _print_in_units(args, stats)
+
+
+def _print_in_units(args: argparse.Namespace, stats: Any) -> int:
     from .gate.render import layer_tree, markdown_table, text_table, totals_lines
 
     if args.format == "json":

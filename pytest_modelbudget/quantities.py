@@ -2,16 +2,34 @@
 
 Counts use SI suffixes (K=1e3, M=1e6, G=1e9, T=1e12). Byte sizes need a unit: SI (``KB`` =
 1000 bytes, ``MB`` = 10**6, ...) or binary (``KiB`` = 1024, ``MiB`` = 2**20, ...). A bare ``MB``
-is 10**6 bytes, as on disk labels and in the SI, not 2**20.
+is 10**6 bytes, as on disk labels and in the SI, not 2**20. Sizes are shown in SI units unless
+``[settings] units = "binary"`` (:func:`byte_units`) asks for MiB.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from decimal import Decimal, InvalidOperation
-from typing import Literal
+from typing import Iterator, Literal
 
 Kind = Literal["count", "bytes"]
+Units = Literal["si", "binary"]
+
+# A context variable, not an argument: the choice is the budget file's, and threading it through
+# every message that shows a size would put it in every signature of the gate.
+_UNITS: ContextVar[Units] = ContextVar("modelbudget_units", default="si")
+
+
+@contextmanager
+def byte_units(units: Units) -> Iterator[None]:
+    """Show byte sizes in ``units`` ("si": KB, MB; "binary": KiB, MiB) within the block."""
+    token = _UNITS.set(units)
+    try:
+        yield
+    finally:
+        _UNITS.reset(token)
 
 COUNT_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 BYTE_UNITS = {
@@ -94,7 +112,10 @@ def format_count(value: int | float) -> str:
 
 
 def format_bytes(value: int | float) -> str:
-    """``46827520`` -> ``"46.83MB"`` (SI, as the budget file's ``MB`` reads)."""
+    """``46827520`` -> ``"46.83MB"`` (SI, as the budget file's ``MB`` reads), or ``"44.66MiB"``
+    within ``byte_units("binary")``."""
+    if _UNITS.get() == "binary":
+        return _format(value, [("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)], "B", step=1024)
     return _format(value, [("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)], "B")
 
 
@@ -112,13 +133,13 @@ def format_pair(value: int, reference: int, kind: Kind) -> tuple[str, str]:
     return shown, shown_reference
 
 
-def _format(value: int | float, steps: list[tuple[str, int]], unit: str) -> str:
+def _format(value: int | float, steps: list[tuple[str, int]], unit: str, step: int = 1000) -> str:
     sign = "-" if value < 0 else ""
     magnitude = abs(value)
     for index, (suffix, scale) in enumerate(steps):
         if magnitude >= scale:
             shown = round(magnitude / scale, 2)
-            if shown >= 1000 and index > 0:  # 999,999 B is "1MB", not "1000KB"
+            if shown >= step and index > 0:  # 999,999 B is "1MB", not "1000KB"
                 suffix, scale = steps[index - 1]
                 shown = round(magnitude / scale, 2)
             return f"{sign}{shown:.2f}".rstrip("0").rstrip(".") + suffix

@@ -26,6 +26,14 @@ def test_tree_and_totals():
     assert "params:           15,130" in result.stdout
 
 
+def test_binary_units():
+    result = run_cli("examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--depth", "0", "--units", "binary")
+    assert result.returncode == 0, result.stderr
+    # 15,130 float32 parameters and the BatchNorm buffers: 61,440 B, which is 60 KiB exactly.
+    assert "bytes:            61,440 (60KiB)" in result.stdout
+    assert any(line.split()[:4] == ["(root)", "TinyCNN", "15.13K", "60KiB"] for line in result.stdout.splitlines())
+
+
 def test_json_output_and_meta_and_kwargs():
     result = run_cli("examples.models:tiny_cnn", "--kwarg", "width=8", "--meta", "--input-size", "2x3x32x32", "--format", "json")
     assert result.returncode == 0, result.stderr

@@ -152,6 +152,9 @@ class Settings(_Strict):
     #: Whose peak memory budgets hold: "cuda" (default: measured where available, else estimated)
     #: or "cpu".
     device: str | None = None
+    #: How sizes are shown in failures and reports: "si" (KB, MB: the default) or "binary" (KiB,
+    #: MiB). Limits are read as written either way ("46MiB" and "48MB" both mean what they say).
+    units: Literal["si", "binary"] = "si"
 
     @field_validator("device")
     @classmethod

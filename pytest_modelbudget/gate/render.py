@@ -36,6 +36,18 @@ def markdown_table(headers: Row, rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def details(summary: str, text: str) -> str:
+    """A block GitHub folds: the summary line shown, the text (monospace) behind a click."""
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"<details><summary>{_html(summary)}</summary>\n\n{fence}text\n{text}\n{fence}\n\n</details>"
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def layer_tree(stats: ModelStats, depth: int | None = None) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-module tree, indented by depth, totals last."""
     with_memory = any(layer.peak_memory is not None for layer in stats.layers.values())

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from ..quantities import format_percent, format_quantity
 from ..stats import FIGURES
-from .render import markdown_table, text_table
+from .render import details, markdown_table, text_table
 
 SHOWN = ("params", "bytes", "macs", "flops", "peak_memory")
 
@@ -93,12 +93,24 @@ def terminal_table(records: Iterable[dict[str, Any]], columns: Iterable[str] | N
     return table
 
 
+#: The mark before each budget in the Markdown table, by its verdict cell: what a reviewer scans.
+MARKS = {"failed": "❌", "error": "⚠️", "passed, test failed": "❌", "tighten, test failed": "❌", "tighten": "⬇️", "passed": "✅"}
+
+
 def markdown_report(records: Iterable[dict[str, Any]]) -> str:
+    """The table (failures first, a mark per budget), the notes, then each failure's message,
+    per-layer diff included, folded in a ``<details>`` block under its headline."""
     records = list(records)
     headers, rows = summary_rows(records)
+    rows = [[f"{MARKS.get(row[-1], '')} {row[0]}".strip(), *row[1:]] for row in rows]
     changes = [f"{r['name']}: {line}" for r in sorted(records, key=lambda r: r["name"]) for line in structure_lines(r)]
     notes = "".join(f"\n- {line}" for line in [*changes, *caveat_lines(records)])
-    return "### Model budgets\n\n" + markdown_table(headers, rows) + "\n" + (notes[1:] + "\n" if notes else "")
+    text = "### Model budgets\n\n" + markdown_table(headers, rows) + "\n" + (notes[1:] + "\n" if notes else "")
+    failures = [r for r in sorted(records, key=lambda r: r["name"]) if r.get("failure")]
+    for record in failures:
+        headline, _, rest = record["failure"].partition("\n")
+        text += "\n" + details(f"❌ {headline}", rest.strip("\n") or headline) + "\n"
+    return text
 
 
 def _checks(records: Iterable[dict[str, Any]], status: str) -> Iterable[tuple[str, dict[str, Any], str]]:

@@ -34,13 +34,13 @@ def pytest_configure(config: pytest.Config) -> None:
     from ..budgets.loader import load_budget_file
     from .session import SESSION_KEY, BudgetSession, parse_tolerance_option
 
-    columns = config.getoption("budget_columns")
+    columns, source = _columns(config)
     if columns:
         from ..stats import FIGURES
 
-        unknown = [c for c in columns.split(",") if c not in FIGURES]
+        unknown = [c for c in columns if c not in FIGURES]
         if unknown:
-            raise pytest.UsageError(f"--budget-columns: unknown figure {unknown[0]!r}; expected some of {', '.join(FIGURES)}")
+            raise pytest.UsageError(f"{source}: unknown figure {unknown[0]!r}; expected some of {', '.join(FIGURES)}")
     path = budget_path(config)
     named = named_file(config)
     if named and not path.exists() and not config.getoption("update_budgets"):
@@ -61,6 +61,16 @@ def pytest_configure(config: pytest.Config) -> None:
         default_tolerance=parse_tolerance_option(config.getini("modelbudget_tolerance"), "ini option modelbudget_tolerance"),
         strict=strict(config),
     )
+    compare_with = report_path(config, "budget_compare", "modelbudget_compare")
+    if compare_with and not _is_worker(config):
+        from ..errors import BudgetUsageError
+        from ..gate.compare import load_base
+
+        option = "--budget-compare" if config.getoption("budget_compare") else "ini option modelbudget_compare"
+        try:  # read now: a wrong path is a usage error before any model is measured
+            session.compare_base = (compare_with, load_base(Path(compare_with), option))
+        except BudgetUsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = session
     config.pluginmanager.register(session, "modelbudget-session")
     for name, entry in budget_file.budgets.items():
@@ -76,6 +86,17 @@ def pytest_configure(config: pytest.Config) -> None:
         # Declared models live in the budget file, which collecting testpaths would not visit.
         if path.exists() and str(path) not in config.args:
             config.args.append(str(path))
+
+
+def _columns(config: pytest.Config) -> tuple[list[str] | None, str]:
+    """The summary table's figures, from the option or the ini option, and where they came from."""
+    given = config.getoption("budget_columns")
+    if given:
+        return [c.strip() for c in given.split(",") if c.strip()], "--budget-columns"
+    configured = config.getini("modelbudget_columns")
+    if configured:
+        return [c.strip() for c in configured.split(",") if c.strip()], "ini option modelbudget_columns"
+    return None, ""
 
 
 def _collects_directories(config: pytest.Config) -> bool:
@@ -224,6 +245,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None:
+    from ..quantities import byte_units
+
+    with byte_units(budget_session.file.settings.units):
+        _write_reports_in_units(config, budget_session)
+
+
+def _write_reports_in_units(config: pytest.Config, budget_session: BudgetSession) -> None:
+    from ..gate.compare import compare, compare_json, compare_markdown
     from ..gate.reports import json_report, markdown_report, write_text
     from .session import torch_version
 
@@ -236,13 +265,21 @@ def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None
             budget_session.report_errors.append(f"{option} {path}: not written: {exc.strerror or exc}")
 
     records = budget_session.records
+    comparison = None
+    if budget_session.compare_base:
+        base_path, base = budget_session.compare_base
+        comparison = compare(base, records)
     json_path = report_path(config, "budget_json", "modelbudget_json")
     if json_path:
-        extra = {"torch": torch_version(), "budgets_file": str(budget_session.path), "stale": sorted(budget_session.stale)}
+        extra: dict[str, Any] = {"torch": torch_version(), "budgets_file": str(budget_session.path), "stale": sorted(budget_session.stale)}
+        if comparison is not None:
+            extra["compare"] = compare_json(comparison, base_path)
         write("--budget-json", json_path, json_report(records, extra))
     markdown = markdown_report(records.values()) if records else "### Model budgets\n\nNo budget was measured in this run.\n"
     if budget_session.stale:
         markdown += f"- entries no test stands for (stale): {', '.join(sorted(budget_session.stale))}\n"
+    if comparison is not None:
+        markdown += "\n" + compare_markdown(comparison, base, records, Path(base_path).name)
     markdown_path = report_path(config, "budget_markdown", "modelbudget_markdown")
     if markdown_path:  # written on every run: a file left from an earlier one would tell its story
         write("--budget-markdown", markdown_path, markdown)
@@ -255,11 +292,23 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     budget_session = _session(config)
     if budget_session is None or _is_worker(config):
         return
+    from ..quantities import byte_units
+
+    with byte_units(budget_session.file.settings.units):
+        _terminal_summary(terminalreporter, config, budget_session)
+
+
+#: pytest's markup for a verdict cell (shown only where pytest colours: a tty, or --color=yes).
+VERDICT_MARKUP = {"failed": {"red": True, "bold": True}, "error": {"red": True, "bold": True}, "tighten": {"yellow": True}, "passed": {"green": True}}
+
+
+def _terminal_summary(terminalreporter: Any, config: pytest.Config, budget_session: BudgetSession) -> None:
+    from ..gate.compare import compare, compare_lines
     from ..gate.reports import caveat_lines, moved_lines, terminal_table, tighten_lines
 
     records = budget_session.records
     stale = budget_session.stale
-    if not records and not stale and not budget_session.conflicts and not budget_session.report_errors:
+    if not records and not stale and not budget_session.conflicts and not budget_session.report_errors and not budget_session.compare_base:
         return
     terminalreporter.section("model budgets")
     for line in budget_session.report_errors:
@@ -274,10 +323,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         failed = sum(1 for r in records.values() if r["verdict"]["status"] in ("failed", "error"))
         terminalreporter.write_line(f"{len(records)} budget(s), {failed} failed (the table is shown without -q)")
     elif records:
-        columns = config.getoption("budget_columns")
+        columns, _ = _columns(config)
         # Fitted to a terminal; a CI log (not a tty) is read scrolled sideways, and keeps every column.
         width = terminalreporter._tw.fullwidth if getattr(terminalreporter, "isatty", False) else None
-        terminalreporter.write_line(terminal_table(records.values(), columns.split(",") if columns else None, width))
+        for line in terminal_table(records.values(), columns, width).splitlines():
+            _write_row(terminalreporter, line)
     for line in caveat_lines(records.values()):
         terminalreporter.write_line(line, yellow=True)
     for line in tighten_lines(records.values()):
@@ -291,6 +341,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             f"baselines of {len(records)} budget(s) "
             f"{'written to' if budget_session.written else 'unchanged in'} {budget_session.path}"
         )
+    if budget_session.compare_base:
+        base_path, base = budget_session.compare_base
+        for line in compare_lines(compare(base, records), os.path.basename(base_path)):
+            terminalreporter.write_line(line)
     if stale:
         verb = "removed" if budget_session.prune else "no test stands for them"
         terminalreporter.write_line(f"{len(stale)} stale budget entr{'y' if len(stale) == 1 else 'ies'} ({verb}):")
@@ -302,3 +356,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                 + (" (strict mode: they fail the run)" if budget_session.strict else ""),
                 red=budget_session.strict,
             )
+
+
+def _write_row(terminalreporter: Any, line: str) -> None:
+    """A table line, its verdict (the last cell) coloured where pytest colours."""
+    verdict = next((v for v in ("passed, test failed", "tighten, test failed", *VERDICT_MARKUP) if line.endswith("  " + v)), None)
+    if verdict is None:
+        terminalreporter.write_line(line)
+        return
+    markup = VERDICT_MARKUP["failed"] if verdict.endswith("test failed") else VERDICT_MARKUP[verdict]
+    terminalreporter.write(line[: len(line) - len(verdict)])
+    terminalreporter.write_line(verdict, **markup)

@@ -45,7 +45,16 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="FIGURES",
         help="figures in the summary table, e.g. params,macs (default: all that fit the terminal)",
     )
+    group.addoption(
+        "--budget-compare",
+        default=None,
+        metavar="BASE.json",
+        help="compare this run with another run's --budget-json report (the base branch's) and report every "
+        "change, passing or not; the verdict is unchanged",
+    )
     parser.addini("modelbudget_file", "budget file, relative to the ini file", default=DEFAULT_FILE)
+    parser.addini("modelbudget_columns", "figures in the summary table (as --budget-columns), e.g. params,macs")
+    parser.addini("modelbudget_compare", "compare with this --budget-json report (as --budget-compare), relative to the ini file")
     parser.addini("modelbudget_tolerance", 'default tolerance above a baseline, e.g. "1%"', default="1%")
     parser.addini("modelbudget_strict", "strict mode (as --budget-strict); default: on when CI is set", type="bool", default=None)
     # The one-shot actions (--update-budgets, --prune-budgets) have no ini twin: a setting that

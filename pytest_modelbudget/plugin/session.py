@@ -15,7 +15,7 @@ from ..budgets.schema import DEFAULT_FIGURES, BudgetFile, Entry
 from ..errors import BudgetExceeded, BudgetUsageError
 from ..gate.reports import caveats, structure_lines
 from ..gate.verdict import evaluate, failure_message, sharing_changes
-from ..quantities import parse_percent
+from ..quantities import byte_units, parse_percent
 from ..stats import FIGURES, LAYER_FIGURES
 from .marker import BudgetMarker
 
@@ -58,6 +58,8 @@ class BudgetSession:
     report_errors: list[str] = field(default_factory=list)
     #: Budget names checked by more than one test: name -> their node ids. Never written.
     conflicts: dict[str, set[str]] = field(default_factory=dict)
+    #: ``--budget-compare``: the base report's path and its budgets.
+    compare_base: tuple[str, dict[str, dict[str, Any]]] | None = None
 
     # -- hooks: this object is registered as a plugin for the run ----------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -177,7 +179,7 @@ class BudgetSession:
                 f"{item.nodeid}: budget {name!r} was checked twice in one test; pass name=... to "
                 "model_budget.check() for each model"
             )
-        item.user_properties.append((RECORD_KEY, record))
+        message = None
         if verdict.failed:
             baseline_layers = None
             if baseline:
@@ -186,9 +188,12 @@ class BudgetSession:
                 baseline_layers = {"": {f: v for f, v in baseline.totals().items() if f in LAYER_FIGURES}}
                 baseline_layers.update({n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()})
             notes = [*structure_lines(record), *(provenance_notes(baseline, stats) if baseline else []), *caveats(record)]
-            raise BudgetExceeded(
-                failure_message(verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats), notes)
-            )
+            with byte_units(self.file.settings.units):
+                message = failure_message(verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats), notes)
+            record["failure"] = message  # the Markdown report shows it under the budget's row
+        item.user_properties.append((RECORD_KEY, record))
+        if message is not None:
+            raise BudgetExceeded(message)
 
     # -- end of run -----------------------------------------------------------------------------------
     def stale_entries(self) -> list[str]:

@@ -197,7 +197,7 @@ def test_fine(model_budget):
     assert report["test_a.py::test_errors_before_its_check"]["error"] == "ValueError: no data here"
     assert report["test_a.py::test_fine"]["verdict"]["status"] == "passed"
     markdown = (pytester.path / "r.md").read_text()
-    assert "| broken | - | - | - | - | - | - | new | error |" in markdown
+    assert "| ⚠️ broken | - | - | - | - | - | - | new | error |" in markdown
     # --update-budgets recorded the budget that ran, and nothing for the two that errored.
     text = (pytester.path / "budgets.toml").read_text()
     assert "test_fine" in text and "test_errors_before_its_check" not in text

@@ -205,7 +205,7 @@ def test_json_and_markdown_reports_and_github_step_summary(project, monkeypatch)
     assert record["verdict"]["status"] == "passed"
     assert report["torch"]
     markdown = (project.path / "report.md").read_text()
-    assert "| budget | params |" in markdown and "| net | 314 |" in markdown
+    assert "| budget | params |" in markdown and "| ✅ net | 314 |" in markdown
     assert summary.read_text().startswith("### Model budgets")
 
 
@@ -477,7 +477,7 @@ def test_report_paths_from_the_ini_file(project):
     project.makeini("[pytest]\nmodelbudget_json = reports/budgets.json\nmodelbudget_markdown = reports/budgets.md\n")
     project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert "net" in json.loads((project.path / "reports" / "budgets.json").read_text())["budgets"]
-    assert "| net |" in (project.path / "reports" / "budgets.md").read_text()
+    assert "| ✅ net |" in (project.path / "reports" / "budgets.md").read_text()
     # The command line wins.
     project.runpytest("-p", "no:cacheprovider", "--budget-json", "other.json").assert_outcomes(passed=1)
     assert (project.path / "other.json").exists()
