@@ -223,11 +223,14 @@ def layer_diff(
     """One row per layer whose own figures changed (added, removed, grown, shrunk), ranked by the
     change of ``figures[0]``, the figure that failed; a column group per figure."""
     now, before = own_figures(layers, figures), own_figures(baseline_layers, figures)
+    explained = _memory_explained_by_children(now, before) if "peak_memory" in figures else set()
     rows: list[tuple[tuple[int, ...], list[str]]] = []
     for name in sorted(now.keys() | before.keys()):
         new, old = now.get(name), before.get(name)
         changes = [(new or {}).get(f, 0) - (old or {}).get(f, 0) for f in figures]
-        if not any(changes):
+        # Ranked and listed by what changed in the layer itself.
+        own_changes = [0 if f == "peak_memory" and name in explained else c for f, c in zip(figures, changes)]
+        if not any(own_changes):
             continue
         status = "added" if old is None else "removed" if new is None else "grown" if changes[0] > 0 or (changes[0] == 0 and any(c > 0 for c in changes)) else "shrunk"
         row = [name or "(root)", (layers.get(name) or {}).get("type", "-"), status]
@@ -240,7 +243,7 @@ def layer_diff(
                 "-" if new is None or after_value is None else format_quantity(after_value, kind),
                 ("=" if change == 0 else ("+" if change > 0 else "-") + format_quantity(abs(change), kind) + percent),
             ]
-        rows.append((tuple(-abs(c) for c in changes), row))
+        rows.append((tuple(-abs(c) for c in own_changes), row))
     if not rows:
         return "(no layer's own figures changed)"
     rows.sort(key=lambda item: item[0])
@@ -252,6 +255,22 @@ def layer_diff(
     if len(shown) < len(rows):
         table += f"\n... {len(rows) - len(shown)} more layers (-vv shows all)"
     return table
+
+
+def _memory_explained_by_children(now: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> set[str]:
+    """Parents whose ``peak_memory`` change is no larger than their children's together: a
+    parent's peak rises with what its grown children add and keep, which says nothing of its
+    own code."""
+    change = {
+        name: (now.get(name) or {}).get("peak_memory", 0) - (before.get(name) or {}).get("peak_memory", 0)
+        for name in now.keys() | before.keys()
+    }
+    children: dict[str, int] = {}
+    for name, moved in change.items():
+        if name:
+            parent = name.rpartition(".")[0]
+            children[parent] = children.get(parent, 0) + abs(moved)
+    return {name for name, moved in change.items() if name in children and abs(moved) <= children[name]}
 
 
 def largest_layers(layers: dict[str, dict[str, Any]], figure: str, limit: int | None) -> str:

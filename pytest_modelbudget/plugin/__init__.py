@@ -186,7 +186,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if call.excinfo is not None and crash is not None and call.excinfo.errisinstance(BudgetExceeded):
         # The short summary repeats this message in full on CI and with -vv: its first line
         # carries the numbers; the per-layer table stays in the long report.
-        crash.message = f"{call.excinfo.typename}: {str(call.excinfo.value).splitlines()[0]}"
+        first_line = str(call.excinfo.value).splitlines()[0]
+        from .declared import DeclaredModel
+
+        # A declared model's item is a budget: the exception's name would say nothing more.
+        crash.message = first_line if isinstance(item, DeclaredModel) else f"{call.excinfo.typename}: {first_line}"
     if report.when == "call" and report.passed and _session(item.config) is not None:
         from .fixture import MARKER_KEY
         from .session import RECORD_KEY

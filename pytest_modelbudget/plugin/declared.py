@@ -98,7 +98,9 @@ class DeclaredModel(pytest.Item):
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, (BudgetExceeded, DeclaredModelError)):
-            return str(excinfo.value)
+            # The message alone (no traceback into the plugin), as pytest.fail(pytrace=False)
+            # shows one; a plain string would be repeated whole in the short summary on CI.
+            return self._repr_failure_py(excinfo, style="value")
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Any, int | None, str]:

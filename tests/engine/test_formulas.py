@@ -113,6 +113,28 @@ def test_untagged_arithmetic_is_priced(op, flops):
     assert stats.flops == flops
 
 
+class CrossEntropy(nn.Module):
+    def __init__(self, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target, weight=self.weight)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "class-weights"])
+@pytest.mark.parametrize("shape", [(8, 10), (2, 10, 3, 4)], ids=["nll_loss", "nll_loss2d"])
+def test_cross_entropy_is_its_log_softmax_and_one_sum_per_target(shape, weighted):
+    # log_softmax: 5 per logit; the negative log-likelihood: one add per target to sum them, and
+    # one multiply more with class weights. The mean's single division is not worth a rule.
+    logits = torch.randn(shape)
+    target = torch.randint(0, 10, (shape[0], *shape[2:]))
+    weight = torch.rand(10) if weighted else None
+    stats = measure_checked(CrossEntropy(weight), (logits, target))
+    assert stats.uncounted_ops == {}
+    assert stats.flops == 5 * logits.numel() + (2 if weighted else 1) * target.numel()
+
+
 class TriangularSolve(nn.Module):
     def __init__(self, unitriangular: bool = False) -> None:
         super().__init__()

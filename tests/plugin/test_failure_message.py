@@ -35,6 +35,30 @@ class CNN(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(self.stem(x)).mean((2, 3)))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc = nn.Linear(dim, hidden)
+        self.act = nn.ReLU()
+        self.proj = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.proj(self.act(self.fc(x)))
+
+
+class Stack(nn.Module):
+    """Blocks in a ModuleList, each with an MLP inside: parents three deep above the leaves."""
+
+    def __init__(self, hidden=64):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.ModuleDict({"norm": nn.LayerNorm(32), "mlp": MLP(32, hidden)}) for _ in range(2))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = x + block["mlp"](block["norm"](x))
+        return x
 '''
 
 BUDGETS = '''
@@ -45,6 +69,10 @@ input_size = [2, 16, 32]
 [budgets.cnn]
 factory = "mymodels:CNN"
 input_size = [1, 3, 16, 16]
+
+[budgets.stack]
+factory = "mymodels:Stack"
+input_size = [4, 64, 32]
 '''
 
 
@@ -53,7 +81,7 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makepyfile(mymodels=BLOCK)
     pytester.syspathinsert()
     pytester.makefile(".toml", budgets=BUDGETS)
-    pytester.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=2)
+    pytester.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=3)
     return pytester
 
 
@@ -83,6 +111,20 @@ def test_a_widened_ffn_shows_its_two_linears_first_and_nothing_else_but_the_root
     assert not {"norm1", "norm2", "attn"} & set(rows)
 
 
+def test_a_parent_whose_memory_grew_only_with_its_children_is_not_a_row(project):
+    # A wider MLP in each of two nested blocks: the linears (params, macs, memory) and the ReLUs
+    # (a larger output kept) changed; the MLPs, blocks and the ModuleList above them only
+    # because their children did, and no row of theirs says anything.
+    project.makefile(".toml", budgets=project.path.joinpath("budgets.toml").read_text().replace(
+        'factory = "mymodels:Stack"', 'factory = "mymodels:Stack"\nmodel_kwargs = { hidden = 80 }'))
+    result = project.runpytest("-p", "no:cacheprovider", "-k", "stack", "-vv")
+    result.assert_outcomes(failed=1)
+    rows = _diff_rows(result.stdout.str())
+    assert set(rows[:4]) == {"blocks.0.mlp.fc", "blocks.0.mlp.proj", "blocks.1.mlp.fc", "blocks.1.mlp.proj"}
+    assert set(rows) <= {*rows[:4], "blocks.0.mlp.act", "blocks.1.mlp.act", "(root)"}
+    assert "blocks.0.mlp.act" in rows
+
+
 def test_an_added_conv_is_the_first_row_and_unchanged_layers_do_not_appear(project):
     project.makepyfile(mymodels=BLOCK.replace("def __init__(self, extra=False)", "def __init__(self, extra=True)"))
     result = project.runpytest("-p", "no:cacheprovider", "-k", "cnn")
@@ -98,11 +140,11 @@ def test_update_budgets_says_what_moved_and_writes_readable_integers_in_module_o
     assert "macs = 294_912" in before  # digit separators: valid TOML a reviewer can read
     project.makepyfile(mymodels=BLOCK.replace("def __init__(self, extra=False)", "def __init__(self, extra=True)"))
     result = project.runpytest("-p", "no:cacheprovider", "--update-budgets")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     # By hand: 224 + 1,168 + 170 = 1,562 parameters, and the added 16 x 16 x 9 + 16 = 2,320.
-    result.stdout.fnmatch_lines(["cnn: params 1.56K -> 3.88K (+148.5%), *macs 350.37K -> 940.19K (+168.3%)*", "1 changed, 1 unchanged, 0 new"])
+    result.stdout.fnmatch_lines(["cnn: params 1.56K -> 3.88K (+148.5%), *macs 350.37K -> 940.19K (+168.3%)*", "1 changed, 2 unchanged, 0 new"])
     after = project.path.joinpath("budgets.toml").read_text()
-    layers = [line.split(" = ")[0].strip('"') for line in after.split("[budgets.cnn.baseline.layers]")[1].splitlines() if " = {" in line]
+    layers = [line.split(" = ")[0].strip('"') for line in after.split("[budgets.cnn.baseline.layers]")[1].split("[budgets.stack]")[0].splitlines() if " = {" in line]
     assert layers == ["stem", "stem.0", "stem.1", "body", "body.0", "body.1", "body.2", "head"]
     # The block's lines and the unchanged CNN layers' lines are byte for byte as they were.
     unchanged = [line for line in before.splitlines() if line.startswith(("stem", '"stem', "head", '"body.0'))]
@@ -131,3 +173,18 @@ def test_the_short_summary_is_one_line_even_on_ci(project, monkeypatch):
     )
     assert summary[1].startswith("=")  # nothing of the long message follows
     result.stdout.fnmatch_lines(["*largest layers by macs*"])  # the table is in the long report
+
+
+def test_a_declared_models_short_summary_is_one_line_on_ci_too(project, monkeypatch):
+    project.makepyfile(mymodels=BLOCK.replace("def __init__(self, extra=False)", "def __init__(self, extra=True)"))
+    monkeypatch.setenv("CI", "true")
+    result = project.runpytest("-p", "no:cacheprovider", "-rf", "budgets.toml", "-k", "cnn")
+    result.assert_outcomes(failed=1)
+    lines = result.stdout.lines
+    summary = lines[next(i for i, line in enumerate(lines) if "short test summary info" in line) + 1 :]
+    # The item is a budget: its line is the budget's first line, with no exception name before it.
+    assert summary[0].startswith("FAILED budgets.toml::cnn - cnn: params 3.88K > baseline 1.56K (+148.5%")
+    assert summary[1].startswith("=")
+    # The long report is the message alone: no traceback into the plugin.
+    assert "layers whose own params" in result.stdout.str() and "Traceback" not in result.stdout.str()
+    assert "declared.py" not in result.stdout.str()

@@ -36,6 +36,15 @@ register_cost("_weight_norm_interface")(_per_input(3))
 register_cost("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")(_per_input(3))
 
 
+@register_cost("nll_loss_forward", "nll_loss2d_forward")
+def _nll_loss(args: tuple, kwargs: dict, out: Any) -> Cost:
+    # (self, target, weight, ...): picking each target's log-probability moves data; summing
+    # them is one FLOP per target, and a class weight one more. Cross-entropy's log-softmax is
+    # priced on its own.
+    weight = args[2] if len(args) > 2 else kwargs.get("weight")
+    return Cost(0, (2 if weight is not None else 1) * numel(args[1]))
+
+
 def _norm(stats_per_element: int, affine_args: tuple[int, ...]) -> Formula:
     def cost(args: tuple, kwargs: dict, out: Any) -> Cost:
         elements = numel(args[0])
