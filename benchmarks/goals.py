@@ -122,6 +122,41 @@ def llama() -> list[str]:
     return lines
 
 
+# --- sharded training: Llama-7B, 8-way FSDP ---------------------------------------------------------------------
+
+SHARDED = r"""
+import json, resource, sys, time, torch, transformers
+from pytest_modelbudget import measure
+config = transformers.LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                                  max_position_embeddings=4096, attn_implementation="sdpa")
+with torch.device("meta"):
+    model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+ids = torch.zeros(1, 4096, dtype=torch.long, device="meta")
+start = time.perf_counter()
+stats = measure(model, {"input_ids": ids, "labels": ids, "use_cache": False}, mode="training", loss_fn=lambda out: out.loss,
+                optimizer=lambda params: torch.optim.AdamW(params),
+                parallel={"world_size": 8, "activation_checkpointing": True, "param_dtype": "bfloat16"})
+seconds = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(dict(measure=seconds, rss=rss, peak=stats.peak_memory, split=stats.peak_memory_split)))
+"""
+
+
+def sharded() -> list[str]:
+    """The issue's question: a Llama-7B training step, FSDP over 8 GPUs, bf16, AdamW, activation
+    checkpointing, 1x4096 tokens per rank: per-GPU memory, in seconds, on this CPU."""
+    done = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        return [f"sharded llama 7B: failed ({done.stderr.strip().splitlines()[-1]})"]
+    r = json.loads(done.stdout.splitlines()[-1])
+    split = ", ".join(f"{kind} {size / 2**30:.2f}" for kind, size in r["split"].items())
+    return [
+        f"llama 7B, FSDP x8, bf16, AdamW, activation checkpointing, 1x4096 per rank: measure() {r['measure']:.1f} s, "
+        f"process peak RSS {r['rss'] / 1e9:.2f} GB; per-rank peak {r['peak'] / 2**30:.2f} GiB ({split} GiB) "
+        f"(goal: seconds: {'met' if r['measure'] < 60 else 'MISSED'})"
+    ]
+
+
 # --- plugin import -----------------------------------------------------------------------------------------------
 
 
@@ -326,7 +361,7 @@ def small() -> list[str]:
 
 
 GOALS = {
-    "meta": meta, "llama": llama, "import": plugin_import, "declared": declared, "loops": loops, "first": first, "small": small,
+    "meta": meta, "llama": llama, "sharded": sharded, "import": plugin_import, "declared": declared, "loops": loops, "first": first, "small": small,
 }
 
 

@@ -13,7 +13,7 @@ from .quantities import format_bytes, format_count, parse_quantity
 from .stats import FIGURES, LayerStats, ModelStats
 
 if TYPE_CHECKING:
-    from .engine import measure
+    from .engine import Parallel, measure
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,7 @@ __all__ = [
     "MeasureError",
     "ModelBudgetError",
     "ModelStats",
+    "Parallel",
     "format_bytes",
     "format_count",
     "measure",
@@ -34,8 +35,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "measure":
-        from .engine import measure
+    if name in ("measure", "Parallel"):
+        from . import engine
 
-        return measure
+        return getattr(engine, name)
     raise AttributeError(f"module 'pytest_modelbudget' has no attribute {name!r}")

@@ -76,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--autocast", choices=("float16", "bfloat16"), help="run the step under torch.autocast to this dtype")
     parser.add_argument(
+        "--world-size",
+        type=int,
+        default=None,
+        help="peak memory of one rank of a sharded step over this many ranks (FSDP2, simulated: no GPU, no processes)",
+    )
+    parser.add_argument(
+        "--strategy", choices=("fsdp",), default="fsdp", help="how the step is sharded with --world-size (default: fsdp)"
+    )
+    parser.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="with --world-size: recompute each sharded unit's forward in backward",
+    )
+    parser.add_argument(
+        "--param-dtype", choices=("float32", "bfloat16", "float16"), help="with --world-size: FSDP gathers parameters in this dtype"
+    )
+    parser.add_argument(
         "--units",
         choices=("si", "binary"),
         default="si",
@@ -134,6 +151,13 @@ def _measure(args: argparse.Namespace) -> Any:
     if inputs is None and input_size is None:
         inputs = built.inputs
     autocast = getattr(torch, args.autocast) if args.autocast else None
+    parallel = None
+    if args.world_size is not None:
+        parallel = {"strategy": args.strategy, "world_size": args.world_size, "activation_checkpointing": args.activation_checkpointing}
+        if args.param_dtype:
+            parallel["param_dtype"] = args.param_dtype
+    elif args.activation_checkpointing or args.param_dtype:
+        raise FactoryError("--activation-checkpointing and --param-dtype apply to a sharded step: add --world-size N")
     stats = measure(
         built.model,
         inputs,
@@ -143,6 +167,7 @@ def _measure(args: argparse.Namespace) -> Any:
         device=args.device,
         autocast=autocast,
         outputs=args.outputs,
+        parallel=parallel,
     )
     return stats
 

@@ -62,6 +62,12 @@ class ModelStats:
     peak_memory_estimate: int | None = None
     #: What the estimate assumed or simulated (device, rounding, kernel choices).
     peak_memory_approximations: list[str] = field(default_factory=list)
+    #: A sharded step (``measure(parallel=...)``): what one rank held at its peak, by kind
+    #: (sharded_params, gathered_params, gradients, optimizer_state, communication_buffers,
+    #: activations: the rest, temporaries included), in bytes.
+    peak_memory_split: dict[str, int] = field(default_factory=dict)
+    #: A sharded step: how it was sharded (strategy, world_size and the FSDP settings).
+    parallel: dict[str, Any] | None = None
     unused_params: list[str] = field(default_factory=list)
     shared_params: list[list[str]] = field(default_factory=list)
     uncounted_ops: dict[str, int] = field(default_factory=dict)

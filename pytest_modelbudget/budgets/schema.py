@@ -90,6 +90,19 @@ class _Baseline(_Strict):
 Baseline = create_model("Baseline", __base__=_Baseline, **_figure_fields(FIGURES, lambda _: int))
 
 
+class ParallelSpec(_Strict):
+    """A sharded step, as ``measure(parallel=...)`` takes it (``engine/parallel.py``)."""
+
+    strategy: Literal["fsdp"] = "fsdp"
+    world_size: int = Field(ge=1)
+    reshard_after_forward: bool = True
+    param_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    reduce_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    #: Module class names or qualified names sharded as units (default: each ModuleList block).
+    wrap: list[str] | None = None
+    activation_checkpointing: bool = False
+
+
 class Entry(_Strict):
     """One budget: an in-code test (keyed by node id or ``name=``) or a declared model."""
 
@@ -115,6 +128,8 @@ class Entry(_Strict):
     #: Training: the forward's outputs "kept" through backward (default) or "released" before it.
     outputs: Literal["kept", "released"] | None = None
     autocast: Literal["float16", "bfloat16"] | None = None
+    #: One rank of a sharded step: peak_memory is that rank's.
+    parallel: ParallelSpec | None = None
     tolerance: Tolerance | None = None
     limits: Limits = Field(default_factory=Limits)
     baseline: Baseline | None = None

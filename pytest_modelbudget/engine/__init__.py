@@ -2,7 +2,8 @@
 or tomlkit.
 
 - ``measure.py``: ``measure()``, the one entry point: checks the arguments, picks the runs.
-- ``runners/``: the ways of running a step (meta, fake, real, CUDA; sharded training to come).
+- ``runners/``: the ways of running a step (meta, fake, real, CUDA, one rank of a sharded one).
+- ``parallel.py``: ``Parallel``, how a sharded step is laid out, and the sharding (FSDP2).
 - ``step.py``: one forward / backward / optimizer step; ``loss.py``: its default loss.
 - ``inventory.py``: the model's unique tensors and the per-layer totals of ``ModelStats``.
 - ``tracking.py``: the dispatch mode that watches ops and modules.
@@ -15,6 +16,7 @@ or tomlkit.
 
 from .inventory import tensor_bytes
 from .measure import measure
+from .parallel import Parallel
 from .specs import BuiltModel, build
 
-__all__ = ["BuiltModel", "build", "measure", "tensor_bytes"]
+__all__ = ["BuiltModel", "Parallel", "build", "measure", "tensor_bytes"]

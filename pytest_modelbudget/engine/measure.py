@@ -26,7 +26,8 @@ from ..errors import MeasureError
 from ..stats import ModelStats
 from .inputs import call_arguments
 from .inventory import TensorInventory
-from .runners import run_cuda, run_fake, run_meta, run_real
+from .parallel import Parallel
+from .runners import run_cuda, run_fake, run_meta, run_real, run_sharded
 from .step import ForwardError, Step, Watched, first_line
 from .target import MemoryTarget
 from .wrappers import unwrap
@@ -50,6 +51,7 @@ def measure(
     optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
     autocast: torch.dtype | None = None,
     outputs: str = "kept",
+    parallel: Parallel | dict[str, Any] | None = None,
 ) -> ModelStats:
     """Measure one ``forward`` call of ``model`` (and, with ``mode="training"``, its backward and
     optimizer step) without changing the model.
@@ -69,6 +71,12 @@ def measure(
     ``torch.autocast`` to that dtype. In training, ``outputs="kept"`` (default) holds the
     forward's outputs through backward, as a loop writing ``logits, loss = model(x, y)`` does;
     ``"released"`` keeps only the loss, as ``model(x, y)[1].backward()`` does.
+
+    ``parallel`` (a :class:`Parallel` or a dict such as ``{"strategy": "fsdp", "world_size":
+    8}``) estimates ``peak_memory`` for one rank of a sharded step: FSDP2 shards a fake copy of
+    the model under a fake process group, and the inputs are the rank's own. The other figures
+    stay the model's (params) and the rank's step (macs, flops); ``peak_memory_split`` says what
+    the rank held at its peak.
     """
     if not isinstance(model, torch.nn.Module):
         raise MeasureError(
@@ -91,6 +99,7 @@ def measure(
             stacklevel=2,
         )
         forward_kwargs = kwargs
+    sharding = Parallel.from_value(parallel) if parallel is not None else None
     model, notes = unwrap(model)
     lazy = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if is_lazy(tensor)]
     if lazy:
@@ -136,10 +145,48 @@ def measure(
             f"fake execution failed ({type(cause).__name__}: {first_line(cause)}); "
             "measured with a real run on private copies of the model's tensors"
         )
+    if sharding is not None:
+        if execution != "fake":
+            raise MeasureError(
+                f"measure(parallel=...) needs a fake run of {name}, and its fake run failed: {notes[-1]}"
+            )
+        return _sharded_stats(model, step, tensors, watched, sharding, notes)
     memory = step.memory(watched, execution)
     if target.exact is not None:
         memory.exact = run_cuda(step, tensors, target.exact)
     return tensors.stats(model, watched.counter, memory, mode=mode, execution=execution, notes=notes)
+
+
+def _sharded_stats(
+    model: torch.nn.Module, step: Step, tensors: TensorInventory, watched: Watched, sharding: Parallel, notes: list[str]
+) -> ModelStats:
+    """Params and per-rank MACs from the single-device run (FSDP changes neither: each rank runs
+    the whole model on its own batch); peak memory, per layer too, from the sharded rank."""
+    with _quiet_fake_tensor_logs():
+        try:
+            rank, split = run_sharded(step, tensors, sharding)
+        except MeasureError:
+            raise
+        except ForwardError as error:
+            raise MeasureError(
+                f"{type(model).__name__}.forward raised {type(error.error).__name__} in the sharded step: "
+                f"{first_line(error.error)}"
+            ) from error.error
+        except Exception as error:
+            raise MeasureError(
+                f"sharding {type(model).__name__} ({sharding.describe()}) failed: {type(error).__name__}: {first_line(error)}"
+            ) from error
+    memory = step.memory(rank, "fake")
+    memory.approximations.insert(0, f"one rank of {sharding.describe()}")
+    if step.target.exact is not None:
+        notes.append("peak_memory of a sharded step is estimated (one rank simulated), not measured on CUDA")
+    stats = tensors.stats(model, watched.counter, memory, mode=step.mode, execution="fake", notes=notes)
+    stats.peak_memory_split = split
+    stats.parallel = {
+        field: (str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else list(value) if isinstance(value, tuple) else value)
+        for field, value in vars(sharding).items()
+    }
+    return stats
 
 
 def _run_shapes_only(step: Step, tensors: TensorInventory) -> Watched:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import torch
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_leaves
 
 #: The CUDA caching allocator's smallest block and rounding step (``kMinBlockSize``).
@@ -44,8 +45,16 @@ class MemoryLedger:
     module what its forward added at its own peak on top of what was held when it started (so
     that a layer whose code did not change shows no change, whatever ran before it)."""
 
-    def __init__(self, block: int) -> None:
+    def __init__(self, block: int, keep_peak: bool = False) -> None:
         self.block = block
+        #: ``keep_peak``: what was held at the peak, storage by storage (for a sharded step's
+        #: split of its peak by kind): id(storage) -> (bytes, weak reference).
+        self._keep_peak = keep_peak
+        self.peak_held: dict[int, tuple[int, weakref.ref]] = {}
+        #: Storages returned by collectives (and FSDP's copies for them), for a sharded step's
+        #: split: each by the id of its weak reference in ``_held`` (a storage's own id may be
+        #: reused once it is freed; its reference, kept in ``peak_held``, is not).
+        self.communication_refs: set[int] = set()
         self.current = 0
         self.peak = 0
         #: module name -> the most its forward added (over all its calls).
@@ -67,9 +76,7 @@ class MemoryLedger:
     def hold(self, tensors: Iterable[Any]) -> None:
         """Charge the storages of ``tensors`` not held yet (an op's outputs, the model's weights)."""
         grew = False
-        for tensor in tensors:
-            if not isinstance(tensor, torch.Tensor):
-                continue
+        for tensor in _plain(tensors):
             storage = _storage(tensor)
             if storage is None:
                 continue
@@ -94,6 +101,8 @@ class MemoryLedger:
         current = self.current
         if current > self.peak:
             self.peak = current
+            if self._keep_peak:
+                self.peak_held = dict(self._held)
         for frame in self._frames:
             if current > frame[2]:
                 frame[2] = current
@@ -106,11 +115,62 @@ class MemoryLedger:
 
         return free
 
+    def resized(self, storage: Any) -> None:
+        """A held storage resized in place (FSDP frees and re-allocates its all-gathered
+        parameters with ``untyped_storage().resize_()``, which no op reports)."""
+        held = self._held.get(id(storage))
+        if held is None:
+            return
+        size = allocator_size(storage.nbytes(), self.block)
+        if size != held[0]:
+            self.current += size - held[0]
+            self._held[id(storage)] = (size, held[1])
+            if size > held[0]:
+                self.observe()
+
+    def mark_communication(self, out: Any) -> None:
+        for tensor in _plain(tree_leaves(out)):
+            storage = _storage(tensor)
+            held = self._held.get(id(storage)) if storage is not None else None
+            if held is not None:
+                self.communication_refs.add(id(held[1]))
+
     def hold_outputs(self, out: Any) -> None:
         if isinstance(out, torch.Tensor):
             self.hold((out,))
         elif isinstance(out, (tuple, list)):
             self.hold(tree_leaves(out))
+
+
+def _plain(tensors: Iterable[Any]) -> Iterator[torch.Tensor]:
+    """The tensors that hold memory: a wrapper subclass (a DTensor: its local shard; a
+    quantized weight: its data and scales) holds none of its own."""
+    for tensor in tensors:
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        if is_traceable_wrapper_subclass(tensor):
+            names, _ = tensor.__tensor_flatten__()
+            yield from _plain(getattr(tensor, name) for name in names)
+        else:
+            yield tensor
+
+
+@contextmanager
+def following_resizes(ledger: MemoryLedger) -> Iterator[None]:
+    """Charge in-place storage resizes to ``ledger`` within the block (patched as PyTorch's own
+    MemTracker does: ``UntypedStorage.resize_`` reaches no dispatch mode)."""
+    original = torch.UntypedStorage.resize_
+
+    def resize_(storage: torch.UntypedStorage, size: int) -> Any:
+        result = original(storage, size)
+        ledger.resized(storage)
+        return result
+
+    torch.UntypedStorage.resize_ = resize_  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.UntypedStorage.resize_ = original  # type: ignore[method-assign]
 
 
 @contextmanager

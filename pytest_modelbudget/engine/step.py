@@ -8,6 +8,7 @@ copies); the step is the same for all of them.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -17,7 +18,7 @@ from torch.utils._pytree import tree_flatten
 from ..errors import MeasureError
 from . import adapters
 from .loss import default_loss, describe_output
-from .memory import MemoryLedger, StepMemory, deterministic_frees
+from .memory import MemoryLedger, StepMemory, deterministic_frees, following_resizes
 from .simulation import CudaAttention, use_foreach
 from .standins import StandIns
 from .target import MemoryTarget
@@ -73,8 +74,18 @@ class Step:
         #: ``logits, loss = model(x, y)``), or "released" before it (``model(x, y)[1].backward()``).
         self.outputs = outputs
         self.module_names = {id(module): name for name, module in model.named_modules()}
+        #: The optimizer of the last run, for what its state holds.
+        self.last_optimizer: torch.optim.Optimizer | None = None
 
-    def watched(self, stand_ins: StandIns, args: Any, keywords: Any, shapes_only: bool) -> Watched:
+    def on(self, model: torch.nn.Module) -> Step:
+        """The same step on another model (a sharded copy of this one)."""
+        other = copy.copy(self)
+        other.model = model
+        other.module_names = {id(module): name for name, module in model.named_modules()}
+        other.last_optimizer = None
+        return other
+
+    def watched(self, stand_ins: StandIns, args: Any, keywords: Any, shapes_only: bool, split: bool = False) -> Watched:
         """The step with its ops priced and its memory followed by a ledger. The fused attention
         kernels have shape functions everywhere but real kernels only on CUDA: CUDA's choices are
         made only when no real arithmetic is done."""
@@ -85,7 +96,7 @@ class Step:
             if attention is not None:
                 stack.enter_context(attention)
             counter, foreach = self.run(
-                stand_ins, args, keywords, MemoryLedger(self.target.block), on_cuda, shapes_only=shapes_only
+                stand_ins, args, keywords, MemoryLedger(self.target.block, keep_peak=split), on_cuda, shapes_only=shapes_only
             )
         if attention is not None:
             approximations.extend(attention.approximations())
@@ -132,6 +143,7 @@ class Step:
             stack.enter_context(_train_flags(self.model, self.mode == "training"))
             if ledger is not None:
                 stack.enter_context(deterministic_frees())
+                stack.enter_context(following_resizes(ledger))
                 ledger.hold(stand_ins.held)
                 ledger.hold(t for t in tree_flatten((args, keywords))[0] if isinstance(t, torch.Tensor))
                 stack.enter_context(counter.watching())
@@ -175,7 +187,7 @@ class Step:
         loss.backward()
         if self.optimizer is None:
             return False
-        opt = self.optimizer(stand_ins.trainable())
+        opt = self.last_optimizer = self.optimizer(stand_ins.trainable())
         foreach = foreach_as_cuda and use_foreach(opt)
         opt.step()
         return foreach

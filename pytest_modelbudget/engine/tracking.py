@@ -53,6 +53,10 @@ def _tensors(values: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(value)
 
 
+#: Namespaces of collectives and of FSDP's buffers for them: their outputs are communication
+#: buffers in a sharded step's split of its peak.
+_COMMUNICATION = frozenset({"c10d", "_c10d_functional", "fsdp"})
+
 _BACKENDS = {"cpu": DispatchKey.CPU, "meta": DispatchKey.CPU, "cuda": DispatchKey.CUDA}
 
 
@@ -160,6 +164,8 @@ class OpCounter(TorchDispatchMode):
             out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
         if self.ledger is not None:
             self.ledger.hold_outputs(out)
+            if func.namespace in _COMMUNICATION:
+                self.ledger.mark_communication(out)
         if self.counting:
             self._charge(func, args, kwargs, out)
         return out

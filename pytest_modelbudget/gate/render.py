@@ -88,6 +88,11 @@ def totals_lines(stats: ModelStats) -> list[str]:
         if stats.peak_memory_source == "cuda" and stats.peak_memory_estimate is not None:
             lines.append(f"  estimate:       {stats.peak_memory_estimate:,} ({format_bytes(stats.peak_memory_estimate)})")
         lines += [f"  assumed:        {item}" for item in stats.peak_memory_approximations]
+        if stats.peak_memory_split:
+            lines.append(
+                "  at the peak:    "
+                + ", ".join(f"{kind.replace('_', ' ')} {format_bytes(size)}" for kind, size in stats.peak_memory_split.items())
+            )
     lines.append(f"mode:             {stats.mode} ({stats.execution} execution)")
     if stats.shared_params:
         lines.append("shared:           " + "; ".join(" = ".join(group) for group in stats.shared_params))

@@ -91,6 +91,7 @@ class DeclaredModel(pytest.Item):
                 device=session.file.settings.device,
                 autocast=getattr(torch, entry.autocast) if entry.autocast else None,
                 outputs=entry.outputs or "kept",
+                parallel=entry.parallel.model_dump(exclude_none=True) if entry.parallel else None,
             )
         except ModelBudgetError as exc:
             raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc

@@ -45,9 +45,10 @@ class ModelBudget:
         optimizer: Callable[[list[Any]], Any] | None = None,
         autocast: torch.dtype | None = None,
         outputs: str | None = None,
+        parallel: Any = None,
     ) -> ModelStats:
-        """:func:`pytest_modelbudget.measure`, with ``mode`` and ``outputs`` from the marker and
-        ``device`` from ``[settings]`` when not given."""
+        """:func:`pytest_modelbudget.measure`, with ``mode``, ``outputs`` and ``parallel`` from
+        the marker and ``device`` from ``[settings]`` when not given."""
         __tracebackhide__ = True
         from ..engine import measure
 
@@ -64,6 +65,7 @@ class ModelBudget:
             optimizer=optimizer,
             autocast=autocast,
             outputs=outputs or (self._marker.outputs if self._marker else None) or "kept",
+            parallel=parallel if parallel is not None else (self._marker.parallel if self._marker else None),
         )
 
     def check(self, model: torch.nn.Module, inputs: Any = None, *, name: str | None = None, **options: Any) -> ModelStats:
@@ -78,6 +80,8 @@ class ModelBudget:
             options["mode"] = (self._marker.mode if self._marker else None) or (entry.mode if entry else None)
         if not options.get("outputs"):
             options["outputs"] = (self._marker.outputs if self._marker else None) or (entry.outputs if entry else None)
+        if options.get("parallel") is None and not (self._marker and self._marker.parallel) and entry and entry.parallel:
+            options["parallel"] = entry.parallel.model_dump(exclude_none=True)
         try:
             stats = self.measure(model, inputs, **options)
         except TypeError as exc:

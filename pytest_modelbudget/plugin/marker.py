@@ -10,7 +10,7 @@ from ..budgets.schema import parse_tolerance
 from ..quantities import QuantityError, parse_quantity
 from ..stats import FIGURES
 
-OPTIONS = ("tolerance", "name", "mode", "outputs")
+OPTIONS = ("tolerance", "name", "mode", "outputs", "parallel")
 OUTPUTS = ("kept", "released")
 MODES = ("inference", "training")
 
@@ -22,6 +22,8 @@ class BudgetMarker:
     name: str | None = None
     mode: str | None = None
     outputs: str | None = None
+    #: ``measure(parallel=...)``'s dict, for every model the test checks.
+    parallel: Mapping[str, Any] | None = None
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> BudgetMarker:
@@ -57,4 +59,16 @@ class BudgetMarker:
         name = kwargs.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             raise BudgetUsageError(f"budget marker: name={name!r}; expected a non-empty string")
-        return cls(limits=limits, tolerance=tolerance, name=name, mode=mode, outputs=outputs)
+        parallel = kwargs.get("parallel")
+        if parallel is not None:
+            from ..budgets.schema import ParallelSpec
+
+            try:  # the budget file's rules, checked at collection, without importing torch
+                parallel = ParallelSpec.model_validate(parallel).model_dump(exclude_none=True)
+            except ValueError as exc:
+                problem = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
+                where = ".".join(map(str, problem.get("loc", ())))
+                raise BudgetUsageError(
+                    f"budget marker: parallel={kwargs['parallel']!r}: {where + ': ' if where else ''}{problem['msg']}"
+                ) from None
+        return cls(limits=limits, tolerance=tolerance, name=name, mode=mode, outputs=outputs, parallel=parallel)

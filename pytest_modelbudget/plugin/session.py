@@ -160,6 +160,8 @@ class BudgetSession:
             "mode": stats.mode,
             "execution": stats.execution,
             "peak_memory_source": stats.peak_memory_source,
+            "parallel": stats.parallel,
+            "peak_memory_split": stats.peak_memory_split,
             "notes": stats.notes,
             "uncounted_ops": stats.uncounted_ops,
             "torch": torch_version(),
