@@ -82,8 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="peak memory of one rank of a sharded step over this many ranks (FSDP2, simulated: no GPU, no processes)",
     )
     parser.add_argument(
-        "--strategy", choices=("fsdp",), default="fsdp", help="how the step is sharded with --world-size (default: fsdp)"
+        "--strategy",
+        choices=("fsdp", "tp", "fsdp+tp"),
+        default="fsdp",
+        help="how the step is sharded with --world-size (default: fsdp; tp and fsdp+tp use the model's tensor-parallel plan)",
     )
+    parser.add_argument("--tp-size", type=int, default=None, help="with --strategy fsdp+tp: tensor-parallel ranks in each FSDP rank")
     parser.add_argument(
         "--activation-checkpointing",
         action="store_true",
@@ -156,6 +160,8 @@ def _measure(args: argparse.Namespace) -> Any:
         parallel = {"strategy": args.strategy, "world_size": args.world_size, "activation_checkpointing": args.activation_checkpointing}
         if args.param_dtype:
             parallel["param_dtype"] = args.param_dtype
+        if args.tp_size is not None:
+            parallel["tp_size"] = args.tp_size
     elif args.activation_checkpointing or args.param_dtype:
         raise FactoryError("--activation-checkpointing and --param-dtype apply to a sharded step: add --world-size N")
     stats = measure(

@@ -93,8 +93,12 @@ Baseline = create_model("Baseline", __base__=_Baseline, **_figure_fields(FIGURES
 class ParallelSpec(_Strict):
     """A sharded step, as ``measure(parallel=...)`` takes it (``engine/parallel.py``)."""
 
-    strategy: Literal["fsdp"] = "fsdp"
+    strategy: Literal["fsdp", "tp", "fsdp+tp"] = "fsdp"
     world_size: int = Field(ge=1)
+    #: fsdp+tp: the tensor-parallel ranks inside each FSDP rank.
+    tp_size: int | None = Field(default=None, ge=1)
+    #: Module name pattern -> style ("colwise", "rowwise", ...); default: the model's own plan.
+    tp_plan: dict[str, str] | None = None
     reshard_after_forward: bool = True
     param_dtype: Literal["float32", "bfloat16", "float16"] | None = None
     reduce_dtype: Literal["float32", "bfloat16", "float16"] | None = None

@@ -14,9 +14,7 @@ import torch
 
 from ..errors import MeasureError
 
-STRATEGIES = ("fsdp",)
-#: Strategies named by the issue tracker but not simulated yet: a clear error, never a guess.
-PLANNED = ("tp", "fsdp+tp")
+STRATEGIES = ("fsdp", "tp", "fsdp+tp")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -32,6 +30,12 @@ class Parallel:
     ``reshard_after_forward``, ``param_dtype`` and ``reduce_dtype`` are FSDP2's (the last two its
     ``MixedPrecisionPolicy``); ``activation_checkpointing`` recomputes each unit's forward in
     backward (``torch.utils.checkpoint``, non-reentrant), as torchtitan's full AC does.
+
+    ``tp``: tensor parallelism over all ``world_size`` ranks (``parallelize_module``) with
+    ``tp_plan``, module name patterns to styles (``colwise``, ``rowwise``, ``colwise_gather_output``,
+    ``embedding_rowwise``, ``sequence_parallel``), by default the model's own (transformers'
+    ``_tp_plan``). ``fsdp+tp``: a 2-D mesh, ``tp_size`` ranks of tensor parallelism inside each of
+    ``world_size // tp_size`` FSDP ranks, as torchtitan lays out 2-D parallelism.
     """
 
     strategy: str = "fsdp"
@@ -41,12 +45,10 @@ class Parallel:
     reduce_dtype: torch.dtype | None = None
     wrap: tuple[str, ...] | None = None
     activation_checkpointing: bool = False
+    tp_size: int | None = None
+    tp_plan: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
-        if self.strategy in PLANNED:
-            raise MeasureError(
-                f"parallel strategy {self.strategy!r} is not simulated yet; {', '.join(map(repr, STRATEGIES))} is"
-            )
         if self.strategy not in STRATEGIES:
             raise MeasureError(f"parallel strategy must be one of {', '.join(map(repr, STRATEGIES))}, found {self.strategy!r}")
         if isinstance(self.world_size, bool) or not isinstance(self.world_size, int) or self.world_size < 1:
@@ -58,6 +60,20 @@ class Parallel:
         for key in ("reshard_after_forward", "activation_checkpointing"):
             if not isinstance(getattr(self, key), bool):
                 raise MeasureError(f"parallel {key} must be true or false, found {getattr(self, key)!r}")
+        if self.tp_size is not None and (isinstance(self.tp_size, bool) or not isinstance(self.tp_size, int) or self.tp_size < 1):
+            raise MeasureError(f"parallel tp_size must be a positive integer, found {self.tp_size!r}")
+        if self.strategy == "fsdp" and (self.tp_size is not None or self.tp_plan is not None):
+            raise MeasureError('parallel tp_size and tp_plan apply to strategy "tp" or "fsdp+tp", not "fsdp"')
+        if self.strategy == "tp" and self.tp_size not in (None, self.world_size):
+            raise MeasureError(f'parallel strategy "tp" shards over all {self.world_size} ranks: leave tp_size out')
+        if self.strategy == "fsdp+tp" and (self.tp_size is None or self.world_size % self.tp_size):
+            raise MeasureError(
+                f'parallel strategy "fsdp+tp" needs a tp_size that divides world_size {self.world_size}, found {self.tp_size!r}'
+            )
+        if self.tp_plan is not None:
+            bad = next(((k, v) for k, v in dict(self.tp_plan).items() if not isinstance(k, str) or v not in STYLES), None)
+            if bad is not None:
+                raise MeasureError(f"parallel tp_plan: {bad[0]!r}: {bad[1]!r} is not a style; expected one of {', '.join(STYLES)}")
         if self.wrap is not None and (
             isinstance(self.wrap, str) or not all(isinstance(name, str) for name in self.wrap)
         ):
@@ -84,10 +100,21 @@ class Parallel:
                 settings[key] = DTYPES[name]
         if isinstance(settings.get("wrap"), list):
             settings["wrap"] = tuple(settings["wrap"])
+        if isinstance(settings.get("tp_plan"), Mapping):
+            settings["tp_plan"] = dict(settings["tp_plan"])
         return cls(**settings)
 
+    @property
+    def tp_degree(self) -> int:
+        return self.world_size if self.strategy == "tp" else (self.tp_size or 1) if self.strategy == "fsdp+tp" else 1
+
     def describe(self) -> str:
-        parts = [f"{self.strategy} over {self.world_size} ranks (FSDP2 fully_shard, rank 0 simulated)"]
+        how = {
+            "fsdp": "FSDP2 fully_shard",
+            "tp": "tensor parallel",
+            "fsdp+tp": f"FSDP2 over {self.world_size // self.tp_degree} x tensor parallel over {self.tp_degree}",
+        }[self.strategy]
+        parts = [f"{self.strategy} over {self.world_size} ranks ({how}, rank 0 simulated)"]
         if not self.reshard_after_forward:
             parts.append("parameters kept gathered between forward and backward")
         if self.param_dtype is not None:
@@ -100,9 +127,9 @@ class Parallel:
 
 
 @contextlib.contextmanager
-def fake_world(world_size: int) -> Iterator[Any]:
+def fake_world(world_size: int, tp_degree: int = 1) -> Iterator[Any]:
     """A process group of ``world_size`` ranks, this process rank 0, whose collectives return at
-    once and move nothing (PyTorch's ``fake`` backend); its 1-D device mesh."""
+    once and move nothing (PyTorch's ``fake`` backend); its ("dp", "tp") device mesh."""
     import torch.distributed as dist
 
     if not dist.is_available():
@@ -118,7 +145,7 @@ def fake_world(world_size: int) -> Iterator[Any]:
 
     dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=world_size)
     try:
-        yield init_device_mesh("cpu", (world_size,))
+        yield init_device_mesh("cpu", (world_size // tp_degree, tp_degree), mesh_dim_names=("dp", "tp"))
     finally:
         dist.destroy_process_group()
 
@@ -145,17 +172,62 @@ def units(model: torch.nn.Module, wrap: tuple[str, ...] | None) -> list[tuple[st
     return sorted(chosen, key=lambda item: -item[0].count("."))
 
 
+#: Tensor-parallel styles by the names transformers' plans use.
+STYLES = ("colwise", "rowwise", "colwise_gather_output", "colwise_rep", "embedding_rowwise", "rowwise_rep", "sequence_parallel")
+
+
+def _style(name: str) -> Any:
+    from torch.distributed.tensor import Replicate
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, SequenceParallel
+
+    if name == "colwise":
+        return ColwiseParallel()
+    if name == "rowwise":
+        return RowwiseParallel()
+    if name in ("colwise_gather_output", "colwise_rep"):
+        return ColwiseParallel(output_layouts=Replicate())
+    if name in ("embedding_rowwise", "rowwise_rep"):
+        return RowwiseParallel(input_layouts=Replicate())
+    return SequenceParallel()
+
+
+def tp_plan(model: torch.nn.Module, parallel: Parallel) -> dict[str, str]:
+    """The tensor-parallel plan: the one given, else the model's own (transformers' ``_tp_plan``)."""
+    plan = parallel.tp_plan if parallel.tp_plan is not None else getattr(model, "_tp_plan", None)
+    if not plan:
+        raise MeasureError(
+            f"parallel strategy {parallel.strategy!r} needs a tensor-parallel plan and {type(model).__name__} has "
+            'none: pass tp_plan={"layers.*.mlp.up": "colwise", "layers.*.mlp.down": "rowwise", ...}'
+        )
+    unknown = next(((k, v) for k, v in dict(plan).items() if v not in STYLES), None)
+    if unknown is not None:
+        raise MeasureError(
+            f"the model's tensor-parallel plan has {unknown[0]!r}: {unknown[1]!r}, a style not simulated; "
+            f"pass tp_plan with one of {', '.join(STYLES)}"
+        )
+    return dict(plan)
+
+
 def shard(model: torch.nn.Module, parallel: Parallel, mesh: Any) -> list[str]:
-    """Shard ``model`` in place (a private copy) as ``parallel`` says; the units' names."""
+    """Shard ``model`` in place (a private copy) as ``parallel`` says: tensor parallelism first,
+    then FSDP over the other mesh dimension; the FSDP units' names."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    policy = MixedPrecisionPolicy(param_dtype=parallel.param_dtype, reduce_dtype=parallel.reduce_dtype)
-    chosen = units(model, parallel.wrap)
+    if parallel.strategy in ("tp", "fsdp+tp"):
+        from torch.distributed.tensor.parallel import parallelize_module
+
+        plan = tp_plan(model, parallel)
+        parallelize_module(model, mesh["tp"], {pattern: _style(style) for pattern, style in plan.items()})
+    chosen = units(model, parallel.wrap) if parallel.strategy != "tp" or parallel.activation_checkpointing else []
     for _, module in chosen:
         if parallel.activation_checkpointing:
             _checkpointed(module)
-        fully_shard(module, mesh=mesh, reshard_after_forward=parallel.reshard_after_forward, mp_policy=policy)
-    fully_shard(model, mesh=mesh, reshard_after_forward=parallel.reshard_after_forward, mp_policy=policy)
+    if parallel.strategy == "tp":
+        return []
+    policy = MixedPrecisionPolicy(param_dtype=parallel.param_dtype, reduce_dtype=parallel.reduce_dtype)
+    for _, module in chosen:
+        fully_shard(module, mesh=mesh["dp"], reshard_after_forward=parallel.reshard_after_forward, mp_policy=policy)
+    fully_shard(model, mesh=mesh["dp"], reshard_after_forward=parallel.reshard_after_forward, mp_policy=policy)
     return [name for name, _ in chosen]
 
 

@@ -76,6 +76,8 @@ class Step:
         self.module_names = {id(module): name for name, module in model.named_modules()}
         #: The optimizer of the last run, for what its state holds.
         self.last_optimizer: torch.optim.Optimizer | None = None
+        #: Follow DTensor ops into the local ops each rank runs (tensor parallelism).
+        self.into_dtensors = False
 
     def on(self, model: torch.nn.Module) -> Step:
         """The same step on another model (a sharded copy of this one)."""
@@ -136,7 +138,7 @@ class Step:
         shapes_only: bool = False,
     ) -> tuple[OpCounter, bool]:
         """Run the step; returns its counter and whether the optimizer was switched to foreach."""
-        counter = OpCounter(self.module_names, stand_ins.read_names, ledger, shapes_only)
+        counter = OpCounter(self.module_names, stand_ins.read_names, ledger, shapes_only, self.into_dtensors)
         estimating = ledger is not None
         autocast = self._autocast("cpu" if estimating else "cuda")
         with contextlib.ExitStack() as stack:

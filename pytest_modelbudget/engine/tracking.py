@@ -69,6 +69,14 @@ def _has_own_kernel(func: Any, args: tuple) -> bool:
     return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
 
 
+def _dtensor_class() -> type | None:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - a build without torch.distributed
+        return None
+    return DTensor
+
+
 class OpCounter(TorchDispatchMode):
     """Prices every aten op and charges it to the module running it."""
 
@@ -78,8 +86,13 @@ class OpCounter(TorchDispatchMode):
         param_names: dict[int, str],
         ledger: MemoryLedger | None = None,
         shapes_only: bool = False,
+        into_dtensors: bool = False,
     ) -> None:
         super().__init__()
+        #: Tensor parallelism: an op on DTensors is left to DTensor (``NotImplemented``), whose
+        #: local ops, collectives included, then come back here one by one: what a rank runs.
+        #: Otherwise a DTensor op (FSDP's optimizer step) runs whole and its outputs are held.
+        self._dtensor = _dtensor_class() if into_dtensors else None
         #: Outputs of repeated ops made from their first call's metadata; shape-only runs only.
         self._memo = shapes.ShapeMemo() if shapes_only else None
         #: Follows allocations and frees when the step's memory is estimated.
@@ -136,6 +149,8 @@ class OpCounter(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in _QUERIES:
             return func(*args, **kwargs)
+        if self._dtensor is not None and any(isinstance(t, self._dtensor) for t in _tensors((*args, *kwargs.values()))):
+            return NotImplemented
         if self.counting:
             for tensor in _tensors(args):
                 name = self._param_names.get(id(tensor))

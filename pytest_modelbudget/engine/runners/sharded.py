@@ -91,11 +91,21 @@ def run_sharded(step: Step, tensors: TensorInventory, parallel: Parallel) -> tup
 
     sharded = fake_copy(step.model, fake_mode)
     args, keywords = map_inputs((step.args, step.keywords), input_to_fake, make_fake)
-    with fake_world(parallel.world_size) as mesh:
+    with fake_world(parallel.world_size, parallel.tp_degree) as mesh:
+        # Outside the fake mode: the device mesh computes with real (tiny) tensors of ranks, and
+        # every tensor sharding makes from the model's is fake already.
+        shard(sharded, parallel, mesh)
         with fake_mode:
-            shard(sharded, parallel, mesh)
             rank_step = step.on(sharded)
             stand_ins = CopyTensors(sharded)
+            rank_step.into_dtensors = parallel.tp_degree > 1
+            if parallel.tp_degree > 1:
+                # Once unwatched first: the first time DTensor meets an op it runs it on tensors
+                # of the global shape to learn the output's, and caches that; watched, those
+                # would count as the whole layer's temporaries.
+                rank_step.run(stand_ins, args, keywords, ledger=None)
+                for param in sharded.parameters():
+                    param.grad = None
             watched = rank_step.watched(stand_ins, args, keywords, shapes_only=True, split=True)
             split = _split(watched, sharded, rank_step)
     return watched, split
