@@ -24,6 +24,16 @@ def _shape(text: str) -> list[int]:
     return shape
 
 
+def _columns(text: str) -> list[str]:
+    from .gate.render import TREE_COLUMNS
+
+    columns = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [c for c in columns if c not in TREE_COLUMNS]
+    if unknown or not columns:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(TREE_COLUMNS)}, found {text!r}")
+    return columns
+
+
 def _kwarg(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -57,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--meta", action="store_true", help="build the model on the meta device (no memory for weights; specs always are)"
     )
     parser.add_argument("--depth", type=int, default=None, help="deepest module level to show (root is 0)")
+    parser.add_argument(
+        "--columns",
+        type=_columns,
+        default=None,
+        help="the tree's columns, comma-separated, from output_shape, params, bytes, macs, flops, memory_traffic, "
+        "peak_memory (default: output_shape,params,macs,memory_traffic,peak_memory)",
+    )
     parser.add_argument(
         "--mode",
         choices=("inference", "training"),
@@ -191,7 +208,7 @@ def _print_in_units(args: argparse.Namespace, stats: Any) -> int:
     if args.format == "json":
         print(json.dumps(stats.to_dict(), indent=2))
         return 0
-    headers, rows = layer_tree(stats, args.depth)
+    headers, rows = layer_tree(stats, args.depth, *([args.columns] if args.columns else []))
     if args.format == "markdown":
         print(markdown_table(headers, rows))
         print()

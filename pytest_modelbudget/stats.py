@@ -18,12 +18,17 @@ FIGURES: dict[str, Kind] = {
     "macs": "count",
     "flops": "count",
     "peak_memory": "bytes",
+    #: Bytes the forward's ops read plus wrote (``docs/MEMORY.md``): what memory-bound code moves.
+    "memory_traffic": "bytes",
     #: How many parameters forward never read: a limit of 0 fails on a dead layer and names it.
     "unused_params": "count",
 }
 
+#: Output shapes kept per module: a module called in a loop (an RNN cell) would list thousands.
+MAX_SHAPES = 64
+
 #: Figures that are also recorded per layer (and so can be diffed layer by layer).
-LAYER_FIGURES: tuple[str, ...] = ("params", "bytes", "macs", "flops", "peak_memory")
+LAYER_FIGURES: tuple[str, ...] = ("params", "bytes", "macs", "flops", "peak_memory", "memory_traffic")
 
 
 @dataclass
@@ -37,6 +42,15 @@ class LayerStats:
     flops: int = 0
     peak_memory: int | None = None
     calls: int = 0
+    #: Bytes its forward's ops read and wrote, its children's included.
+    memory_read: int = 0
+    memory_written: int = 0
+    #: The shape of each tensor its forward returned, call after call (at most MAX_SHAPES).
+    output_shapes: list[list[int]] = field(default_factory=list)
+
+    @property
+    def memory_traffic(self) -> int:
+        return self.memory_read + self.memory_written
 
 
 @dataclass
@@ -54,6 +68,8 @@ class ModelStats:
     bytes: int
     macs: int
     flops: int
+    #: Bytes the forward's ops read plus wrote, op by op as the step runs.
+    memory_traffic: int = 0
     #: Peak bytes of device memory during the step (``docs/MEMORY.md``), measured or estimated.
     peak_memory: int | None = None
     #: ``"cuda"`` (measured with the CUDA caching allocator) or ``"estimate"``.

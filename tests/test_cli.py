@@ -20,18 +20,24 @@ def test_tree_and_totals():
     result = run_cli("examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--depth", "1")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["module", "type", "params", "bytes", "MACs", "FLOPs", "peak", "memory"]
-    assert any(line.split()[:3] == ["stage1", "Sequential", "4.67K"] for line in lines)
+    # torchinfo's columns and ours: output shape, params, MACs, memory traffic, peak memory.
+    assert lines[0].split() == ["module", "type", "output", "shape", "params", "MACs", "traffic", "peak", "memory"]
+    assert any(line.split()[:7] == ["stage1", "Sequential", "[1,", "32,", "16,", "16]", "4.67K"] for line in lines)
+    assert max(map(len, lines[:10])) <= 100
     assert not any(line.strip().startswith("0 ") for line in lines)  # depth 1 hides stage1.0
     assert "params:           15,130" in result.stdout
 
 
 def test_binary_units():
-    result = run_cli("examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--depth", "0", "--units", "binary")
+    result = run_cli(
+        "examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--depth", "0", "--units", "binary", "--columns", "params,bytes"
+    )
     assert result.returncode == 0, result.stderr
     # 15,130 float32 parameters and the BatchNorm buffers: 61,440 B, which is 60 KiB exactly.
     assert "bytes:            61,440 (60KiB)" in result.stdout
     assert any(line.split()[:4] == ["(root)", "TinyCNN", "15.13K", "60KiB"] for line in result.stdout.splitlines())
+    bad = run_cli("examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--columns", "params,speed")
+    assert bad.returncode == 2 and "expected some of type, output_shape, params" in bad.stderr
 
 
 def test_json_output_and_meta_and_kwargs():
@@ -45,7 +51,7 @@ def test_json_output_and_meta_and_kwargs():
 def test_markdown_output_with_an_inputs_factory():
     result = run_cli("examples.models:transformer_block", "--inputs", "examples.models:block_inputs", "--format", "markdown")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("| module | type | params |")
+    assert result.stdout.startswith("| module | type | output shape | params | MACs | traffic |")
 
 
 def test_errors_are_one_line_not_a_traceback():

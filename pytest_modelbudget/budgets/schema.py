@@ -189,4 +189,4 @@ class BudgetFile(_Strict):
 
 
 #: Figures compared with the baseline unless ``[settings] figures`` says otherwise.
-DEFAULT_FIGURES = ("params", "bytes", "macs", "flops", "peak_memory")
+DEFAULT_FIGURES = ("params", "bytes", "macs", "flops", "peak_memory", "memory_traffic")

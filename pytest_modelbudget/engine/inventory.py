@@ -75,6 +75,13 @@ class TensorInventory:
             for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
                 layer.macs += counter.macs.get(name, 0)
                 layer.flops += counter.flops.get(name, 0)
+        for name in counter.read.keys() | counter.written.keys():
+            for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
+                layer.memory_read += counter.read.get(name, 0)
+                layer.memory_written += counter.written.get(name, 0)
+        for name, shapes in counter.output_shapes.items():
+            if name in layers:
+                layers[name].output_shapes = shapes
         for name, peak in memory.layers.items():
             # A container that never ran itself (ModuleList) peaks where its busiest child did.
             for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
@@ -90,6 +97,7 @@ class TensorInventory:
             bytes=layers[""].bytes,
             macs=layers[""].macs,
             flops=layers[""].flops,
+            memory_traffic=layers[""].memory_traffic,
             peak_memory=layers[""].peak_memory,
             peak_memory_source="estimate" if memory.exact is None else "cuda",
             peak_memory_estimate=memory.estimate,

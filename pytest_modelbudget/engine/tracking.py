@@ -17,9 +17,11 @@ import torch
 from torch._C import DispatchKey
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from . import shapes
 from .formulas import cost_of, has_formula
+from ..stats import MAX_SHAPES
 from .memory import MemoryLedger
 
 # Metadata queries: no work, and decomposing them would recurse (as FlopCounterMode skips them).
@@ -69,6 +71,53 @@ def _has_own_kernel(func: Any, args: tuple) -> bool:
     return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), key)
 
 
+#: Ops that return what they were given or only describe it: no kernel reads or writes memory.
+_MOVES_NOTHING = frozenset(
+    {
+        torch.ops.aten.detach,
+        torch.ops.aten.lift_fresh,
+        torch.ops.aten.alias,
+        torch.ops.aten.empty,
+        torch.ops.aten.empty_strided,
+        torch.ops.aten.empty_like,
+        torch.ops.aten.resize_,
+        torch.ops.aten.set_,
+        torch.ops.aten._local_scalar_dense,
+    }
+)
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+#: In-place ops that overwrite their first argument without reading it.
+_OVERWRITES = frozenset(
+    {
+        torch.ops.aten.copy_, torch.ops.aten.fill_, torch.ops.aten.zero_, torch.ops.aten.normal_,
+        torch.ops.aten.uniform_, torch.ops.aten.bernoulli_, torch.ops.aten.random_, torch.ops.aten.exponential_,
+    }
+)
+
+
+def _traffic(func: Any, args: tuple, kwargs: dict, out: Any) -> tuple[int, int]:
+    """Bytes one op reads (each tensor argument once, its own elements: a view reads what it
+    sees) and writes (each output once: an in-place op's output is its argument, read and
+    written; an ``out=`` tensor or ``copy_``'s destination is written only)."""
+    destinations = {id(kwargs["out"])} if isinstance(kwargs.get("out"), torch.Tensor) else set()
+    if func._overloadpacket in _OVERWRITES and args and isinstance(args[0], torch.Tensor):
+        destinations.add(id(args[0]))
+    inputs = {id(t): t for t in _tensors((*args, *kwargs.values())) if id(t) not in destinations}
+    read = sum(_nbytes(t) for t in inputs.values())
+    written = 0
+    seen: set[int] = set()
+    for tensor in _tensors(out if isinstance(out, (tuple, list)) else (out,)):
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            written += _nbytes(tensor)
+    return read, written
+
+
 def _dtensor_class() -> type | None:
     try:
         from torch.distributed.tensor import DTensor
@@ -107,6 +156,11 @@ class OpCounter(TorchDispatchMode):
         self.calls: Counter[str] = Counter()
         self.params_read: set[str] = set()
         self.uncounted: Counter[str] = Counter()
+        #: module name -> bytes its own ops read / wrote (children's not included).
+        self.read: dict[str, int] = defaultdict(int)
+        self.written: dict[str, int] = defaultdict(int)
+        #: module name -> the shapes its forward returned, call after call.
+        self.output_shapes: dict[str, list[list[int]]] = defaultdict(list)
 
     # -- which module is running ---------------------------------------------------------------
     def _enter_module(self, module: torch.nn.Module, *args: Any) -> None:
@@ -118,8 +172,13 @@ class OpCounter(TorchDispatchMode):
             if self.ledger is not None:
                 self.ledger.enter(name)
 
-    def _leave_module(self, module: torch.nn.Module, *args: Any) -> None:
+    def _leave_module(self, module: torch.nn.Module, inputs: Any, output: Any = None) -> None:
         name = self._module_names.get(id(module))
+        if name is not None and self.counting:
+            shapes = self.output_shapes[name]
+            for tensor in tree_leaves(output):
+                if isinstance(tensor, torch.Tensor) and len(shapes) < MAX_SHAPES:
+                    shapes.append(list(tensor.shape))
         if name is not None and self._stack and self._stack[-1] == name:
             self._stack.pop()
             if self.ledger is not None:
@@ -186,6 +245,11 @@ class OpCounter(TorchDispatchMode):
         return out
 
     def _charge(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        name = self._stack[-1] if self._stack else ""
+        if not func.is_view and func._overloadpacket not in _MOVES_NOTHING:
+            read, written = _traffic(func, args, kwargs, out)
+            self.read[name] += read
+            self.written[name] += written
         cost = cost_of(func, args, kwargs, out)
         if cost is None:
             self.uncounted[str(func._overloadpacket).removeprefix("aten.")] += 1
@@ -194,6 +258,5 @@ class OpCounter(TorchDispatchMode):
             # Charged to the innermost module only; parents get it when layers are rolled up
             # by qualified name, so that a container that is never called (ModuleList) still
             # includes its children.
-            name = self._stack[-1] if self._stack else ""
             self.macs[name] += cost.macs
             self.flops[name] += cost.flops

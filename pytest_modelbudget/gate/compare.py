@@ -16,7 +16,7 @@ from .render import details
 from .verdict import layer_diff
 
 #: Figures compared, in the order a reader scans them.
-COMPARED = ("params", "bytes", "macs", "flops", "peak_memory")
+COMPARED = ("params", "bytes", "macs", "flops", "peak_memory", "memory_traffic")
 
 
 def load_base(path: Path, source: str) -> dict[str, dict[str, Any]]:
@@ -129,7 +129,7 @@ def compare_markdown(
                 change = format_percent(now / before - 1) if before else f"{now - before:+,}"
                 lines.append(f"| {_cell(name)} | {figure} | {format_quantity(before, kind)} | {format_quantity(now, kind)} | {change} |")
         for name, moves in comparison.changed.items():
-            figures = [figure for figure, _, _ in moves if figure in ("params", "macs", "peak_memory")][:3]
+            figures = [figure for figure, _, _ in moves if figure in ("params", "macs", "peak_memory", "memory_traffic")][:3]
             if not figures or not records[name].get("layers") or not base[name].get("layers"):
                 continue
             table = layer_diff(records[name]["layers"], base[name]["layers"], figures, None)

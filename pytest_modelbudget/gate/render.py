@@ -48,27 +48,58 @@ def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def layer_tree(stats: ModelStats, depth: int | None = None) -> tuple[list[str], list[list[str]]]:
+#: The per-layer tree's columns, by the name ``--columns`` takes.
+TREE_COLUMNS = {
+    "type": "type",
+    "output_shape": "output shape",
+    "params": "params",
+    "bytes": "bytes",
+    "macs": "MACs",
+    "flops": "FLOPs",
+    "memory_traffic": "traffic",
+    "peak_memory": "peak memory",
+}
+#: torchinfo's columns and ours, in 100 columns for a transformer's names.
+DEFAULT_TREE = ("output_shape", "params", "macs", "memory_traffic", "peak_memory")
+
+
+def format_shapes(shapes: list[list[int]], calls: int = 1) -> str:
+    """``[1, 64, 56, 56]``, torchinfo's way; a module called N times with one shape ``... x N``;
+    different shapes listed, the first few."""
+    if not shapes:
+        return "-"
+    distinct: list[list[int]] = []
+    for shape in shapes:
+        if shape not in distinct:
+            distinct.append(shape)
+    text = ", ".join(str(shape) for shape in distinct[:2]) + (", ..." if len(distinct) > 2 else "")
+    if len(distinct) == 1 and len(shapes) > 1:
+        text += f" x{len(shapes)}"
+    return text
+
+
+def layer_tree(stats: ModelStats, depth: int | None = None, columns: Sequence[str] = DEFAULT_TREE) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-module tree, indented by depth, totals last."""
     with_memory = any(layer.peak_memory is not None for layer in stats.layers.values())
-    headers = ["module", "type", "params", "bytes", "MACs", "FLOPs"] + (["peak memory"] if with_memory else [])
+    chosen = ["type", *[c for c in columns if c != "type" and (c != "peak_memory" or with_memory)]]
+    headers = ["module", *(TREE_COLUMNS[c] for c in chosen)]
     rows = []
     for name, layer in stats.layers.items():
         level = 0 if name == "" else name.count(".") + 1
         if depth is not None and level > depth:
             continue
         label = "  " * level + (name.rsplit(".", 1)[-1] if name else "(root)")
-        row = [
-            label,
-            layer.type,
-            format_count(layer.params),
-            format_bytes(layer.bytes),
-            format_count(layer.macs),
-            format_count(layer.flops),
-        ]
-        if with_memory:
-            row.append("" if layer.peak_memory is None else format_bytes(layer.peak_memory))
-        rows.append(row)
+        cells = {
+            "type": layer.type,
+            "output_shape": format_shapes(layer.output_shapes),
+            "params": format_count(layer.params),
+            "bytes": format_bytes(layer.bytes),
+            "macs": format_count(layer.macs),
+            "flops": format_count(layer.flops),
+            "memory_traffic": format_bytes(layer.memory_traffic),
+            "peak_memory": "" if layer.peak_memory is None else format_bytes(layer.peak_memory),
+        }
+        rows.append([label, *(cells[c] for c in chosen)])
     return headers, rows
 
 
@@ -80,6 +111,7 @@ def totals_lines(stats: ModelStats) -> list[str]:
         f"bytes:            {stats.bytes:,} ({format_bytes(stats.bytes)})",
         f"MACs:             {stats.macs:,} ({format_count(stats.macs)})",
         f"FLOPs:            {stats.flops:,} ({format_count(stats.flops)})",
+        f"memory traffic:   {stats.memory_traffic:,} ({format_bytes(stats.memory_traffic)} read and written by the forward's ops)",
     ]
     if stats.peak_memory is not None:
         lines.append(

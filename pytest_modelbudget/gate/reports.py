@@ -12,6 +12,9 @@ from ..stats import FIGURES
 from .render import details, markdown_table, text_table
 
 SHOWN = ("params", "bytes", "macs", "flops", "peak_memory")
+#: Figures ``--update-budgets`` reports the moves of: the table's and the ones it leaves to
+#: ``--budget-columns``.
+MOVED = (*SHOWN, "memory_traffic")
 
 
 #: Dropped in this order when the table is wider than the terminal (unless chosen by name); the
@@ -46,7 +49,7 @@ def _verdict(record: dict[str, Any]) -> str:
 
 
 #: The "vs baseline" column's figure: the first of these that moved in any budget.
-BASELINE_ORDER = ("params", "macs", "peak_memory", "bytes", "flops")
+BASELINE_ORDER = ("params", "macs", "peak_memory", "bytes", "flops", "memory_traffic")
 
 
 def _moved(record: dict[str, Any], figure: str) -> bool:
@@ -140,7 +143,7 @@ def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
         moves = [
             f"{figure} {format_quantity(old[figure], FIGURES[figure])} -> {format_quantity(now[figure], FIGURES[figure])}"
             + (f" ({format_percent(now[figure] / old[figure] - 1)})" if old[figure] else "")
-            for figure in SHOWN
+            for figure in MOVED
             if old and old.get(figure) is not None and now.get(figure) is not None and old[figure] != now[figure]
         ]
         if not old:

@@ -153,7 +153,7 @@ def sharing_changes(before: list[list[str]] | None, now: list[list[str]]) -> lis
 
 MAX_LAYER_ROWS = 15
 #: The per-layer diff's column groups, most telling first; at most MAX_DIFF_FIGURES unless -vv.
-DIFF_ORDER = ("params", "macs", "peak_memory", "bytes", "flops")
+DIFF_ORDER = ("params", "macs", "peak_memory", "memory_traffic", "bytes", "flops")
 MAX_DIFF_FIGURES = 3
 
 

@@ -73,9 +73,9 @@ def test_update_then_grow_fails_with_a_per_layer_diff(project):
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*net: params 424 > baseline 314 (+35.0%, tolerance 1%) (and 2 more)*",
+            "*net: params 424 > baseline 314 (+35.0%, tolerance 1%) (and 3 more)*",
             "*params 424 > baseline 314 (+35.0%, tolerance 1%)*",
-            "*layers whose own params, peak_memory, bytes changed (largest params change first):*",
+            "*layers whose own params, peak_memory, memory_traffic changed (largest params change first):*",
             "*layer*type*params before*after*change*",
             "*extra*Linear*added*-*110*+110*",
         ]
@@ -532,3 +532,28 @@ def test_the_vs_baseline_column_follows_one_figure_and_the_limit_column_never_ro
     assert lines[4].split()[-2:] == ["=", "passed"]
     just_over = terminal_table([{**record("z", 125_030_000, 100), "limits": {"params": 125_000_000}}], ["params"])
     assert "100.02% params" in just_over
+
+
+def test_a_memory_traffic_limit_fails_and_passes(pytester):
+    # nn.Linear(1000, 1000) on 8 x 1000 moves 4,068,000 B: x, W and b read, y written (fp32).
+    pytester.makepyfile(
+        test_traffic="""
+        import pytest
+        import torch
+
+
+        @pytest.mark.budget(memory_traffic="4MB")
+        def test_over(model_budget):
+            model_budget.check(torch.nn.Linear(1000, 1000), input_size=(8, 1000))
+
+
+        @pytest.mark.budget(memory_traffic="4.1MB")
+        def test_under(model_budget):
+            model_budget.check(torch.nn.Linear(1000, 1000), input_size=(8, 1000))
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rf", "--budget-columns", "params,memory_traffic")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*BudgetExceeded: test_traffic.py::test_over: memory_traffic 4.07MB > limit 4MB (+1.7%)"])
+    header = next(line for line in result.stdout.lines if line.startswith("budget "))
+    assert header.split()[1:3] == ["params", "memory_traffic"]
