@@ -93,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--autocast", choices=("float16", "bfloat16"), help="run the step under torch.autocast to this dtype")
     parser.add_argument(
+        "--gpu",
+        default=None,
+        help="add roofline_time: the forward's time on this GPU by the roofline model, a lower bound "
+        "(h100-sxm, h100-pcie, h200, b200, a100-sxm-40gb, a100-sxm-80gb, l4, a10g, t4, rtx-4090)",
+    )
+    parser.add_argument(
         "--world-size",
         type=int,
         default=None,
@@ -191,6 +197,7 @@ def _measure(args: argparse.Namespace) -> Any:
         autocast=autocast,
         outputs=args.outputs,
         parallel=parallel,
+        gpu=args.gpu,
     )
     return stats
 
@@ -203,12 +210,13 @@ def _print(args: argparse.Namespace, stats: Any) -> int:
 
 
 def _print_in_units(args: argparse.Namespace, stats: Any) -> int:
-    from .gate.render import layer_tree, markdown_table, text_table, totals_lines
+    from .gate.render import DEFAULT_TREE, layer_tree, markdown_table, text_table, totals_lines
 
     if args.format == "json":
         print(json.dumps(stats.to_dict(), indent=2))
         return 0
-    headers, rows = layer_tree(stats, args.depth, *([args.columns] if args.columns else []))
+    columns = args.columns or [*DEFAULT_TREE, *(["roofline_time"] if stats.roofline_time is not None else [])]
+    headers, rows = layer_tree(stats, args.depth, columns)
     if args.format == "markdown":
         print(markdown_table(headers, rows))
         print()

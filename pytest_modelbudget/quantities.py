@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from decimal import Decimal, InvalidOperation
 from typing import Iterator, Literal
 
-Kind = Literal["count", "bytes"]
+Kind = Literal["count", "bytes", "time"]
 Units = Literal["si", "binary"]
 
 # A context variable, not an argument: the choice is the budget file's, and threading it through
@@ -44,7 +44,10 @@ BYTE_UNITS = {
     "TIB": 2**40,
 }
 
-_NUMBER = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-z]*)\s*$")
+#: Durations, in nanoseconds (``roofline_time``).
+TIME_UNITS = {"NS": 1, "US": 10**3, "MS": 10**6, "S": 10**9}
+
+_NUMBER = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-zµ]*)\s*$")
 
 
 class QuantityError(ValueError):
@@ -73,8 +76,10 @@ def parse_quantity(value: object, kind: Kind) -> int:
         amount = Decimal(number.replace("_", ""))
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
         raise QuantityError(f"expected {_expected(kind)}, found {value!r}") from exc
-    table = COUNT_SUFFIXES if kind == "count" else BYTE_UNITS
-    key = unit.upper()
+    table = {"count": COUNT_SUFFIXES, "bytes": BYTE_UNITS, "time": TIME_UNITS}[kind]
+    key = unit.upper().replace("µ", "U")
+    if kind == "time" and unit == "":
+        raise QuantityError(f"expected {_expected(kind)}, found {value!r} (a duration in a string needs a unit)")
     if kind == "bytes" and unit == "":
         raise QuantityError(
             f"expected {_expected(kind)}, found {value!r} (a byte size in a string needs a unit)"
@@ -103,6 +108,8 @@ def parse_percent(value: object) -> float:
 def _expected(kind: Kind) -> str:
     if kind == "count":
         return 'an integer or a count such as "350K", "12M", "1.9G" (K, M, G, T)'
+    if kind == "time":
+        return 'an integer number of nanoseconds or a duration such as "2.5ms", "300us", "1s"'
     return 'an integer number of bytes or a size such as "300MB", "46MiB", "1.5GB"'
 
 
@@ -119,7 +126,14 @@ def format_bytes(value: int | float) -> str:
     return _format(value, [("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)], "B")
 
 
+def format_time(nanoseconds: int | float) -> str:
+    """``238_806`` -> ``"238.81us"``."""
+    return _format(nanoseconds, [("s", 10**9), ("ms", 10**6), ("us", 10**3)], "ns")
+
+
 def format_quantity(value: int | float, kind: Kind) -> str:
+    if kind == "time":
+        return format_time(value)
     return format_bytes(value) if kind == "bytes" else format_count(value)
 
 

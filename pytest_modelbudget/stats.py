@@ -20,6 +20,8 @@ FIGURES: dict[str, Kind] = {
     "peak_memory": "bytes",
     #: Bytes the forward's ops read plus wrote (``docs/MEMORY.md``): what memory-bound code moves.
     "memory_traffic": "bytes",
+    #: The forward's time on a named GPU by the roofline model, in nanoseconds (``docs/ROOFLINE.md``).
+    "roofline_time": "time",
     #: How many parameters forward never read: a limit of 0 fails on a dead layer and names it.
     "unused_params": "count",
 }
@@ -28,7 +30,7 @@ FIGURES: dict[str, Kind] = {
 MAX_SHAPES = 64
 
 #: Figures that are also recorded per layer (and so can be diffed layer by layer).
-LAYER_FIGURES: tuple[str, ...] = ("params", "bytes", "macs", "flops", "peak_memory", "memory_traffic")
+LAYER_FIGURES: tuple[str, ...] = ("params", "bytes", "macs", "flops", "peak_memory", "memory_traffic", "roofline_time")
 
 
 @dataclass
@@ -42,6 +44,8 @@ class LayerStats:
     flops: int = 0
     peak_memory: int | None = None
     calls: int = 0
+    #: Its forward's roofline time on the GPU asked for, in nanoseconds (None: no GPU named).
+    roofline_time: int | None = None
     #: Bytes its forward's ops read and wrote, its children's included.
     memory_read: int = 0
     memory_written: int = 0
@@ -70,6 +74,10 @@ class ModelStats:
     flops: int
     #: Bytes the forward's ops read plus wrote, op by op as the step runs.
     memory_traffic: int = 0
+    #: With ``gpu=``: the forward's time on that GPU by the roofline model, in nanoseconds.
+    roofline_time: int | None = None
+    #: The GPU ``roofline_time`` is for.
+    gpu: str | None = None
     #: Peak bytes of device memory during the step (``docs/MEMORY.md``), measured or estimated.
     peak_memory: int | None = None
     #: ``"cuda"`` (measured with the CUDA caching allocator) or ``"estimate"``.

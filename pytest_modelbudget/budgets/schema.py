@@ -10,11 +10,13 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from ..factories import is_model_spec
+from ..gpus import DTYPES as GPU_DTYPES
+from ..gpus import GPUS, Gpu
 from ..quantities import QuantityError, parse_percent, parse_quantity
 from ..stats import FIGURES, LAYER_FIGURES
 
 
-def _quantity(kind: Literal["count", "bytes"]) -> Any:
+def _quantity(kind: Literal["count", "bytes", "time"]) -> Any:
     def parse(value: Any) -> int:
         try:
             return parse_quantity(value, kind)
@@ -134,6 +136,8 @@ class Entry(_Strict):
     autocast: Literal["float16", "bfloat16"] | None = None
     #: One rank of a sharded step: peak_memory is that rank's.
     parallel: ParallelSpec | None = None
+    #: The GPU of this budget's ``roofline_time`` (default: ``[settings] gpu``).
+    gpu: str | None = None
     tolerance: Tolerance | None = None
     limits: Limits = Field(default_factory=Limits)
     baseline: Baseline | None = None
@@ -165,6 +169,55 @@ class Entry(_Strict):
         raise ValueError(f"expected an import path {expected}, found {value!r}")
 
 
+class GpuSpec(_Strict):
+    """A GPU of the user's own for ``roofline_time``: bandwidth ("2TB/s") and dense peaks per
+    compute dtype ("312T" FLOP/s); without ``fp32``, the lowest peak given stands for it."""
+
+    bandwidth: str
+    fp32: str | None = None
+    tf32: str | None = None
+    bf16: str | None = None
+    fp16: str | None = None
+    fp8: str | None = None
+    int8: str | None = None
+
+    @field_validator("bandwidth")
+    @classmethod
+    def _bandwidth(cls, value: str) -> str:
+        _per_second(value)
+        return value
+
+    @field_validator("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+    @classmethod
+    def _peak(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_quantity(value, "count")
+            except QuantityError as exc:
+                raise ValueError(f"{exc} FLOP/s") from None
+        return value
+
+    @model_validator(mode="after")
+    def _some_peak(self) -> GpuSpec:
+        if not any(getattr(self, dtype) for dtype in GPU_DTYPES):
+            raise ValueError(f"a GPU needs a peak for at least one of {', '.join(GPU_DTYPES)}, e.g. bf16 = \"312T\"")
+        return self
+
+    def gpu(self, name: str) -> Gpu:
+        peaks = {dtype: float(parse_quantity(getattr(self, dtype), "count")) for dtype in GPU_DTYPES if getattr(self, dtype)}
+        peaks.setdefault("fp32", min(peaks.values()))
+        return Gpu(name, float(_per_second(self.bandwidth)), peaks, "budgets.toml [settings.gpus]")
+
+
+def _per_second(value: str) -> int:
+    if not isinstance(value, str) or not value.strip().endswith("/s"):
+        raise ValueError(f'expected a bandwidth such as "2TB/s" or "900GB/s", found {value!r}')
+    try:
+        return parse_quantity(value.strip()[:-2], "bytes")
+    except QuantityError as exc:
+        raise ValueError(f'expected a bandwidth such as "2TB/s" or "900GB/s", found {value!r}') from exc
+
+
 class Settings(_Strict):
     tolerance: Tolerance | None = None
     figures: list[FigureName] | None = None
@@ -174,6 +227,25 @@ class Settings(_Strict):
     #: How sizes are shown in failures and reports: "si" (KB, MB: the default) or "binary" (KiB,
     #: MiB). Limits are read as written either way ("46MiB" and "48MB" both mean what they say).
     units: Literal["si", "binary"] = "si"
+    #: GPUs of the user's own, by name (before ``gpu``, which may name one of them).
+    gpus: dict[str, GpuSpec] = Field(default_factory=dict)
+    #: The GPU ``roofline_time`` is for (a built-in name or one of ``gpus``); none: no such figure.
+    gpu: str | None = None
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, value: str | None, info: ValidationInfo) -> str | None:
+        own = info.data.get("gpus") or {}
+        if value is not None and value not in GPUS and value not in own:
+            raise ValueError(f"unknown GPU {value!r}; expected one of {', '.join([*GPUS, *own])}")
+        return value
+
+    def gpu_named(self, name: str | None) -> Gpu | None:
+        if name is None:
+            return None
+        if name in self.gpus:
+            return self.gpus[name].gpu(name)
+        return GPUS.get(name)
 
     @field_validator("device")
     @classmethod
@@ -186,6 +258,15 @@ class Settings(_Strict):
 class BudgetFile(_Strict):
     settings: Settings = Field(default_factory=Settings)
     budgets: dict[str, Entry] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _entries_name_known_gpus(self) -> BudgetFile:
+        for name, entry in self.budgets.items():
+            if entry.gpu is not None and entry.gpu not in GPUS and entry.gpu not in self.settings.gpus:
+                raise ValueError(
+                    f"budgets.{name}.gpu: unknown GPU {entry.gpu!r}; expected one of {', '.join([*GPUS, *self.settings.gpus])}"
+                )
+        return self
 
 
 #: Figures compared with the baseline unless ``[settings] figures`` says otherwise.

@@ -79,6 +79,17 @@ class TensorInventory:
             for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
                 layer.memory_read += counter.read.get(name, 0)
                 layer.memory_written += counter.written.get(name, 0)
+        if counter.gpu is not None:
+            seconds: dict[str, float] = dict.fromkeys(layers, 0.0)
+            for name, spent in counter.seconds.items():
+                # A module's own ops and its ancestors' totals (the root's name is "").
+                parts = name.split(".") if name else []
+                for end in range(len(parts) + 1):
+                    prefix = ".".join(parts[:end])
+                    if prefix in seconds:
+                        seconds[prefix] += spent
+            for name, layer in layers.items():
+                layer.roofline_time = round(seconds[name] * 1e9)
         for name, shapes in counter.output_shapes.items():
             if name in layers:
                 layers[name].output_shapes = shapes
@@ -98,6 +109,8 @@ class TensorInventory:
             macs=layers[""].macs,
             flops=layers[""].flops,
             memory_traffic=layers[""].memory_traffic,
+            roofline_time=layers[""].roofline_time,
+            gpu=counter.gpu.name if counter.gpu is not None else None,
             peak_memory=layers[""].peak_memory,
             peak_memory_source="estimate" if memory.exact is None else "cuda",
             peak_memory_estimate=memory.estimate,

@@ -23,6 +23,7 @@ import torch
 from torch.nn.parameter import is_lazy
 
 from ..errors import MeasureError
+from ..gpus import GPUS, Gpu
 from ..stats import ModelStats
 from .inputs import call_arguments
 from .inventory import TensorInventory
@@ -52,6 +53,7 @@ def measure(
     autocast: torch.dtype | None = None,
     outputs: str = "kept",
     parallel: Parallel | dict[str, Any] | None = None,
+    gpu: str | Gpu | None = None,
 ) -> ModelStats:
     """Measure one ``forward`` call of ``model`` (and, with ``mode="training"``, its backward and
     optimizer step) without changing the model.
@@ -77,6 +79,9 @@ def measure(
     the model under a fake process group, and the inputs are the rank's own. The other figures
     stay the model's (params) and the rank's step (macs, flops); ``peak_memory_split`` says what
     the rank held at its peak.
+
+    ``gpu`` (a name in ``pytest_modelbudget.gpus.GPUS`` such as ``"h100-sxm"``, or a ``Gpu``)
+    adds ``roofline_time``: the forward's ops at that GPU's peak and bandwidth, a lower bound.
     """
     if not isinstance(model, torch.nn.Module):
         raise MeasureError(
@@ -100,6 +105,7 @@ def measure(
         )
         forward_kwargs = kwargs
     sharding = Parallel.from_value(parallel) if parallel is not None else None
+    named_gpu = _gpu(gpu)
     model, notes = unwrap(model)
     lazy = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if is_lazy(tensor)]
     if lazy:
@@ -112,6 +118,7 @@ def measure(
     tensors = TensorInventory(model)
     target = MemoryTarget.choose(device, tensors)
     step = Step(model, args, keywords, mode, loss_fn, optimizer, autocast, target, outputs)
+    step.gpu = named_gpu
 
     name = type(model).__name__
     try:
@@ -155,6 +162,14 @@ def measure(
     if target.exact is not None:
         memory.exact = run_cuda(step, tensors, target.exact)
     return tensors.stats(model, watched.counter, memory, mode=mode, execution=execution, notes=notes)
+
+
+def _gpu(gpu: str | Gpu | None) -> Gpu | None:
+    if gpu is None or isinstance(gpu, Gpu):
+        return gpu
+    if isinstance(gpu, str) and gpu.lower() in GPUS:
+        return GPUS[gpu.lower()]
+    raise MeasureError(f"gpu must be one of {', '.join(GPUS)} (or a pytest_modelbudget.gpus.Gpu), found {gpu!r}")
 
 
 def _sharded_stats(

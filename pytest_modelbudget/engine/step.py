@@ -16,6 +16,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from ..errors import MeasureError
+from ..gpus import Gpu
 from . import adapters
 from .loss import default_loss, describe_output
 from .memory import MemoryLedger, StepMemory, deterministic_frees, following_resizes
@@ -78,6 +79,8 @@ class Step:
         self.last_optimizer: torch.optim.Optimizer | None = None
         #: Follow DTensor ops into the local ops each rank runs (tensor parallelism).
         self.into_dtensors = False
+        #: The GPU whose roofline time the forward's ops are priced at, if any.
+        self.gpu: Gpu | None = None
 
     def on(self, model: torch.nn.Module) -> Step:
         """The same step on another model (a sharded copy of this one)."""
@@ -138,7 +141,7 @@ class Step:
         shapes_only: bool = False,
     ) -> tuple[OpCounter, bool]:
         """Run the step; returns its counter and whether the optimizer was switched to foreach."""
-        counter = OpCounter(self.module_names, stand_ins.read_names, ledger, shapes_only, self.into_dtensors)
+        counter = OpCounter(self.module_names, stand_ins.read_names, ledger, shapes_only, self.into_dtensors, self.gpu)
         estimating = ledger is not None
         autocast = self._autocast("cpu" if estimating else "cuda")
         with contextlib.ExitStack() as stack:

@@ -21,8 +21,10 @@ from torch.utils._pytree import tree_leaves
 
 from . import shapes
 from .formulas import cost_of, has_formula
+from ..gpus import Gpu
 from ..stats import MAX_SHAPES
 from .memory import MemoryLedger
+from .roofline import op_seconds
 
 # Metadata queries: no work, and decomposing them would recurse (as FlopCounterMode skips them).
 _QUERIES = frozenset(
@@ -136,8 +138,12 @@ class OpCounter(TorchDispatchMode):
         ledger: MemoryLedger | None = None,
         shapes_only: bool = False,
         into_dtensors: bool = False,
+        gpu: Gpu | None = None,
     ) -> None:
         super().__init__()
+        #: With a GPU: each op's roofline seconds, charged as MACs are (``roofline.py``).
+        self.gpu = gpu
+        self.seconds: dict[str, float] = defaultdict(float)
         #: Tensor parallelism: an op on DTensors is left to DTensor (``NotImplemented``), whose
         #: local ops, collectives included, then come back here one by one: what a rank runs.
         #: Otherwise a DTensor op (FSDP's optimizer step) runs whole and its outputs are held.
@@ -246,11 +252,15 @@ class OpCounter(TorchDispatchMode):
 
     def _charge(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         name = self._stack[-1] if self._stack else ""
+        moved = 0
         if not func.is_view and func._overloadpacket not in _MOVES_NOTHING:
             read, written = _traffic(func, args, kwargs, out)
             self.read[name] += read
             self.written[name] += written
+            moved = read + written
         cost = cost_of(func, args, kwargs, out)
+        if self.gpu is not None:
+            self.seconds[name] += op_seconds(self.gpu, func, args, out, cost.flops if cost else 0, bool(cost and cost.macs), moved)
         if cost is None:
             self.uncounted[str(func._overloadpacket).removeprefix("aten.")] += 1
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..quantities import format_bytes, format_count
+from ..quantities import format_bytes, format_count, format_time
 from ..stats import ModelStats
 
 Row = Sequence[str]
@@ -57,6 +57,7 @@ TREE_COLUMNS = {
     "macs": "MACs",
     "flops": "FLOPs",
     "memory_traffic": "traffic",
+    "roofline_time": "roofline",
     "peak_memory": "peak memory",
 }
 #: torchinfo's columns and ours, in 100 columns for a transformer's names.
@@ -97,6 +98,7 @@ def layer_tree(stats: ModelStats, depth: int | None = None, columns: Sequence[st
             "macs": format_count(layer.macs),
             "flops": format_count(layer.flops),
             "memory_traffic": format_bytes(layer.memory_traffic),
+            "roofline_time": "-" if layer.roofline_time is None else format_time(layer.roofline_time),
             "peak_memory": "" if layer.peak_memory is None else format_bytes(layer.peak_memory),
         }
         rows.append([label, *(cells[c] for c in chosen)])
@@ -113,6 +115,11 @@ def totals_lines(stats: ModelStats) -> list[str]:
         f"FLOPs:            {stats.flops:,} ({format_count(stats.flops)})",
         f"memory traffic:   {stats.memory_traffic:,} ({format_bytes(stats.memory_traffic)} read and written by the forward's ops)",
     ]
+    if stats.roofline_time is not None:
+        lines.append(
+            f"roofline time:    {stats.roofline_time:,} ns ({format_time(stats.roofline_time)} on {stats.gpu}, a lower bound: "
+            "max(flops / peak, bytes / bandwidth) per op)"
+        )
     if stats.peak_memory is not None:
         lines.append(
             f"peak memory:      {stats.peak_memory:,} ({format_bytes(stats.peak_memory)}, {stats.peak_memory_source})"

@@ -92,6 +92,7 @@ class DeclaredModel(pytest.Item):
                 autocast=getattr(torch, entry.autocast) if entry.autocast else None,
                 outputs=entry.outputs or "kept",
                 parallel=entry.parallel.model_dump(exclude_none=True) if entry.parallel else None,
+                gpu=session.file.settings.gpu_named(entry.gpu or session.file.settings.gpu),
             )
         except ModelBudgetError as exc:
             raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc

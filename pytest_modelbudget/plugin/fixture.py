@@ -46,6 +46,7 @@ class ModelBudget:
         autocast: torch.dtype | None = None,
         outputs: str | None = None,
         parallel: Any = None,
+        gpu: Any = None,
     ) -> ModelStats:
         """:func:`pytest_modelbudget.measure`, with ``mode``, ``outputs`` and ``parallel`` from
         the marker and ``device`` from ``[settings]`` when not given."""
@@ -66,7 +67,26 @@ class ModelBudget:
             autocast=autocast,
             outputs=outputs or (self._marker.outputs if self._marker else None) or "kept",
             parallel=parallel if parallel is not None else (self._marker.parallel if self._marker else None),
+            gpu=self._gpu(gpu),
         )
+
+    def _gpu(self, gpu: Any) -> Any:
+        """The GPU of ``roofline_time``: the argument, else the marker's, else [settings]'; a
+        name is looked up among the budget file's GPUs, then the built-in ones."""
+        chosen = gpu if gpu is not None else (self._marker.gpu if self._marker and self._marker.gpu else None)
+        if chosen is None:
+            chosen = self._session.file.settings.gpu
+        if isinstance(chosen, str):
+            named = self._session.file.settings.gpu_named(chosen)
+            if named is None:
+                from ..gpus import GPUS
+
+                raise BudgetUsageError(
+                    f"{self._item.nodeid}: gpu {chosen!r} is not a known GPU; expected one of "
+                    f"{', '.join([*GPUS, *self._session.file.settings.gpus])} or one in [settings.gpus]"
+                )
+            return named
+        return chosen
 
     def check(self, model: torch.nn.Module, inputs: Any = None, *, name: str | None = None, **options: Any) -> ModelStats:
         """Measure (``options`` as for :meth:`measure`) and hold the figures to the marker's
@@ -80,6 +100,8 @@ class ModelBudget:
             options["mode"] = (self._marker.mode if self._marker else None) or (entry.mode if entry else None)
         if not options.get("outputs"):
             options["outputs"] = (self._marker.outputs if self._marker else None) or (entry.outputs if entry else None)
+        if options.get("gpu") is None and not (self._marker and self._marker.gpu) and entry and entry.gpu:
+            options["gpu"] = entry.gpu
         if options.get("parallel") is None and not (self._marker and self._marker.parallel) and entry and entry.parallel:
             options["parallel"] = entry.parallel.model_dump(exclude_none=True)
         try:

@@ -10,7 +10,7 @@ from ..budgets.schema import parse_tolerance
 from ..quantities import QuantityError, parse_quantity
 from ..stats import FIGURES
 
-OPTIONS = ("tolerance", "name", "mode", "outputs", "parallel")
+OPTIONS = ("tolerance", "name", "mode", "outputs", "parallel", "gpu")
 OUTPUTS = ("kept", "released")
 MODES = ("inference", "training")
 
@@ -24,6 +24,8 @@ class BudgetMarker:
     outputs: str | None = None
     #: ``measure(parallel=...)``'s dict, for every model the test checks.
     parallel: Mapping[str, Any] | None = None
+    #: The GPU of ``roofline_time`` (checked against the budget file's when the test runs).
+    gpu: str | None = None
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> BudgetMarker:
@@ -71,4 +73,7 @@ class BudgetMarker:
                 raise BudgetUsageError(
                     f"budget marker: parallel={kwargs['parallel']!r}: {where + ': ' if where else ''}{problem['msg']}"
                 ) from None
-        return cls(limits=limits, tolerance=tolerance, name=name, mode=mode, outputs=outputs, parallel=parallel)
+        gpu = kwargs.get("gpu")
+        if gpu is not None and (not isinstance(gpu, str) or not gpu):
+            raise BudgetUsageError(f"budget marker: gpu={gpu!r}; expected a GPU's name such as \"h100-sxm\"")
+        return cls(limits=limits, tolerance=tolerance, name=name, mode=mode, outputs=outputs, parallel=parallel, gpu=gpu)

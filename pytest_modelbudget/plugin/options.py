@@ -10,7 +10,7 @@ import pytest
 DEFAULT_FILE = "budgets.toml"
 
 MARKER_HELP = (
-    "budget(**limits, tolerance=None, name=None, mode=None, outputs=None): hold the models this test checks "
+    "budget(**limits, tolerance=None, name=None, mode=None, outputs=None, parallel=None, gpu=None): hold the models this test checks "
     "with the model_budget fixture to these limits, e.g. budget(params=\"12M\", macs=\"1.9G\")"
 )
 

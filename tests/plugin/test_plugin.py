@@ -557,3 +557,60 @@ def test_a_memory_traffic_limit_fails_and_passes(pytester):
     result.stdout.fnmatch_lines(["*BudgetExceeded: test_traffic.py::test_over: memory_traffic 4.07MB > limit 4MB (+1.7%)"])
     header = next(line for line in result.stdout.lines if line.startswith("budget "))
     assert header.split()[1:3] == ["params", "memory_traffic"]
+
+
+def test_a_roofline_time_limit_on_a_gpu_of_the_budget_files_own(pytester):
+    # 100,000,000 fp32 elements through a ReLU: 800 MB at 2 TB/s is 400 us; at H100 SXM's 3.35 TB/s 238.8 us.
+    pytester.makefile(
+        ".toml",
+        budgets="""
+        [settings]
+        gpu = "mygpu"
+
+        [settings.gpus.mygpu]
+        bandwidth = "2TB/s"
+        bf16 = "312T"
+        """,
+    )
+    pytester.makepyfile(
+        test_time="""
+        import pytest
+        import torch
+
+
+        class Relu(torch.nn.Module):
+            def forward(self, x):
+                return torch.relu(x)
+
+
+        @pytest.mark.budget(roofline_time="300us")
+        def test_mine(model_budget):
+            stats = model_budget.check(Relu(), input_size=(100_000_000,), name="mine")
+            assert stats.gpu == "mygpu"
+
+
+        @pytest.mark.budget(roofline_time="300us", gpu="h100-sxm")
+        def test_h100(model_budget):
+            model_budget.check(Relu(), input_size=(100_000_000,), name="h100")
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--budget-columns", "roofline_time")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*BudgetExceeded: mine: roofline_time 400us > limit 300us (+33.3%)"])
+    rows = [line.split() for line in result.stdout.lines if line.startswith(("mine ", "h100 "))]
+    assert ["mine", "400us"] == rows[0][:2] and ["h100", "238.81us"] == rows[1][:2]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ('gpu = "h1000"', "*budgets.toml:2: settings.gpu: unknown GPU 'h1000'; expected one of h100-sxm*"),
+        ('[settings.gpus.mine]\nbandwidth = "2TB"\nbf16 = "1T"', '*settings.gpus.mine.bandwidth*expected a bandwidth such as "2TB/s"*'),
+    ],
+    ids=["unknown", "bandwidth"],
+)
+def test_gpu_mistakes_are_named(pytester, settings, message):
+    pytester.makefile(".toml", budgets=f"[settings]\n{settings}\n")
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
