@@ -23,6 +23,8 @@ class Gpu:
     #: compute dtype -> FLOP/s (dense); fp32 is required
     peaks: dict[str, float]
     source: str = ""
+    #: Ampere or newer: PyTorch's flash attention kernel runs (the CUDA simulation picks it).
+    flash_attention: bool = True
 
     def peak(self, dtype: str, tensor_cores: bool) -> float:
         if not tensor_cores:
@@ -53,8 +55,9 @@ GPUS: dict[str, Gpu] = {
              fp32=30.3, tf32=60, bf16=121, fp16=121, fp8=242.5, int8=242.5),
         _gpu("a10g", 0.6, "NVIDIA A10 Tensor Core GPU datasheet (AWS's A10G: same memory, tensor peaks as A10)",
              fp32=31.2, tf32=62.5, bf16=125, fp16=125, int8=250),
-        _gpu("t4", 0.32, "NVIDIA T4 Tensor Core GPU datasheet (no bf16 or tf32 tensor cores)",
-             fp32=8.1, fp16=65, int8=130),
+        Gpu("t4", 0.32 * T, {"fp32": 8.1 * T, "fp16": 65 * T, "int8": 130 * T},
+            "NVIDIA T4 Tensor Core GPU datasheet (Turing: no bf16 or tf32 tensor cores, no flash attention)",
+            flash_attention=False),
         _gpu("rtx-4090", 1.008, "NVIDIA Ada Lovelace architecture whitepaper, GeForce RTX 4090 (FP32 accumulate)",
              fp32=82.6, tf32=82.6, bf16=165.2, fp16=165.2, fp8=330.3, int8=660.6),
     )

@@ -31,12 +31,14 @@ def attention_kernel(
     value: torch.Tensor,
     attn_mask: Any,
     enable_gqa: bool,
+    flash: bool = True,
 ) -> str:
     """``"flash"``, ``"efficient"`` or ``"math"``: the kernel CUDA would run.
 
     Grouped-query attention (``enable_gqa`` with fewer key/value heads than query heads) is taken
     by the flash kernel (``check_batch_size_and_num_heads_dense<true>``) and refused by the
-    memory-efficient one (``<false>``), so it runs as flash or math.
+    memory-efficient one (``<false>``), so it runs as flash or math. ``flash=False``: a GPU older
+    than Ampere (a T4), which has no flash kernel (``check_sm_version``: sm80 or newer).
     """
     tensors = (query, key, value)
     if any(t.dim() != 4 for t in tensors) or len({t.dtype for t in tensors}) != 1:
@@ -50,7 +52,7 @@ def attention_kernel(
     dtype, head_dim = query.dtype, query.shape[-1]
     if key.shape[-1] != head_dim:
         return "math"
-    if dtype in _HALF and attn_mask is None and head_dim <= 256 and head_dim % 8 == 0 and value.shape[-1] == head_dim:
+    if flash and dtype in _HALF and attn_mask is None and head_dim <= 256 and head_dim % 8 == 0 and value.shape[-1] == head_dim:
         return "flash"
     alignment = 4 if dtype == torch.float32 else 8
     if grouped:
@@ -67,9 +69,11 @@ class CudaAttention(TorchFunctionMode):
     kernels only on CUDA.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, flash: bool = True) -> None:
         super().__init__()
         self.kernels: Counter[str] = Counter()
+        #: Whether the GPU has the flash kernel (Ampere or newer).
+        self.flash = flash
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -88,7 +92,7 @@ class CudaAttention(TorchFunctionMode):
         scale: float | None = None,
         enable_gqa: bool = False,
     ) -> torch.Tensor:
-        kernel = attention_kernel(query, key, value, attn_mask, enable_gqa)
+        kernel = attention_kernel(query, key, value, attn_mask, enable_gqa, self.flash)
         self.kernels[kernel] += 1
         if kernel == "flash":
             return torch.ops.aten._scaled_dot_product_flash_attention(

@@ -95,7 +95,10 @@ class Step:
         kernels have shape functions everywhere but real kernels only on CUDA: CUDA's choices are
         made only when no real arithmetic is done."""
         on_cuda = self.target.simulated == "cuda"
-        attention = CudaAttention() if shapes_only and on_cuda else None
+        # A named GPU older than Ampere has no flash attention kernel (the memory estimate is
+        # then that of the memory-efficient or math path).
+        flash = self.gpu is None or self.gpu.flash_attention
+        attention = CudaAttention(flash) if shapes_only and on_cuda else None
         with contextlib.ExitStack() as stack:
             approximations = stack.enter_context(adapters.shape_only(self.model)) if shapes_only else []
             if attention is not None:

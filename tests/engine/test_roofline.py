@@ -66,3 +66,17 @@ def test_layers_add_up_and_a_gpu_of_ones_own_is_accepted():
 def test_an_unknown_gpu_is_named():
     with pytest.raises(MeasureError, match="gpu must be one of h100-sxm, h100-pcie, h200"):
         measure_checked(Relu(), input_size=(4,), gpu="h1000")
+
+
+def test_the_gpu_also_picks_the_attention_kernel_a_t4_has_no_flash():
+    from torch.nn import functional as F
+
+    class Attention(nn.Module):
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    q = torch.empty(1, 8, 1024, 64, dtype=torch.float16, device="meta")
+    h100 = measure_checked(Attention(), q, gpu="h100-sxm")
+    t4 = measure_checked(Attention(), q, gpu="t4")
+    assert any("flash kernel" in note for note in h100.peak_memory_approximations)
+    assert any("efficient kernel" in note for note in t4.peak_memory_approximations)
