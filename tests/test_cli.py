@@ -124,3 +124,15 @@ def test_a_model_spec_needs_no_code_and_no_inputs():
     result = run_cli("hf:no_such_type")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: hf:no_such_type: not a model type of transformers")
+
+
+def test_torchvision_and_timm_specs_through_the_cli():
+    # resnet18's published num_params (torchvision's weights table) and timm's resnet18: 11,689,512.
+    for spec, package in (("torchvision:resnet18", "torchvision"), ("timm:resnet18", "timm")):
+        try:
+            __import__(package)
+        except ImportError:
+            continue
+        result = run_cli(spec, "--format", "json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["params"] == 11_689_512, spec

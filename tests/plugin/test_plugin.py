@@ -614,3 +614,23 @@ def test_gpu_mistakes_are_named(pytester, settings, message):
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_torchvision_and_timm_specs_as_declared_models(pytester):
+    pytest.importorskip("torchvision")
+    pytest.importorskip("timm")
+    pytester.makefile(
+        ".toml",
+        budgets="""
+        [budgets.tv]
+        factory = "torchvision:resnet18"
+        limits = { params = "11.7M" }
+
+        [budgets.tm]
+        factory = "timm:resnet18"
+        limits = { params = "11.6M" }
+        """,
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "budgets.toml")
+    result.assert_outcomes(passed=1, failed=1)  # 11,689,512 parameters: under 11.7M, over 11.6M
+    result.stdout.fnmatch_lines(["*tm: params 11.69M > limit 11.6M (+0.8%)*"])
