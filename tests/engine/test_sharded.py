@@ -340,3 +340,51 @@ def test_a_process_group_already_initialized_is_a_clear_error():
     with fake_world(2):
         with pytest.raises(MeasureError, match="one is already initialized in this process"):
             measure_checked(Stack(), torch.randn(2, 16), parallel={"world_size": 2})
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_a_tensor_parallel_llama_is_mem_tracker_plus_the_gathered_logits_it_cannot_see(mode):
+    # transformers' own plan gathers the column-parallel lm_head's output ("colwise_gather_output"):
+    # DTensor all-gathers the local logits into a buffer and lays them out as the full logits. Both
+    # exist at once for a moment; MemTracker, which sees a DTensor op's outputs only, misses the
+    # buffer: 2 x 128 tokens x 2,000 vocabulary x 4 B.
+    transformers = pytest.importorskip("transformers")
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    from pytest_modelbudget.engine.parallel import shard
+
+    config = transformers.LlamaConfig(
+        hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
+        vocab_size=2000, attn_implementation="sdpa",
+    )
+    ids = torch.randint(0, 2000, (2, 128))
+
+    def step(model: nn.Module) -> None:
+        if mode == "inference":
+            model.eval()
+            with torch.no_grad():
+                model(input_ids=ids)
+        else:
+            model.train()
+            output = model(input_ids=ids)
+            output.logits.sum().backward()
+            del output
+
+    with fake_world(2):
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh("cpu", (1, 2), mesh_dim_names=("dp", "tp"))
+        model = transformers.LlamaForCausalLM(config)
+        shard(model, Parallel(strategy="tp", world_size=2), mesh)
+        step(model)  # DTensor's shape propagation cached, as in our run
+        model.zero_grad(set_to_none=True)
+        tracker = MemTracker()
+        tracker.track_external(model, ids)
+        with tracker:
+            step(model)
+        expected = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
+    stats = measure_checked(
+        transformers.LlamaForCausalLM(config), {"input_ids": ids}, mode=mode, device="cpu",
+        loss_fn=lambda out: out.logits.sum(), parallel={"strategy": "tp", "world_size": 2},
+    )
+    assert stats.peak_memory - expected == 2 * 128 * 2000 * 4
