@@ -15,11 +15,23 @@ snapshot: whatever ``forward`` assigned or added (a cache, a counter, weight nor
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
 Convert = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Slots(Protocol):
+    """What a step needs of the tensors it runs on: the ones to hold in memory from the start,
+    parameter names by stand-in id, the trainable ones, and a block with them in place."""
+
+    held: list[torch.Tensor]
+    read_names: dict[int, str]
+
+    def trainable(self) -> list[torch.Tensor]: ...
+
+    def installed(self) -> contextlib.AbstractContextManager[None]: ...
 
 
 class StandIns:

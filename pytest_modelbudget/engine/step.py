@@ -21,7 +21,7 @@ from . import adapters
 from .loss import default_loss, describe_output
 from .memory import MemoryLedger, StepMemory, deterministic_frees, following_resizes
 from .simulation import CudaAttention, use_foreach
-from .standins import StandIns
+from .standins import Slots
 from .target import MemoryTarget
 from .tracking import OpCounter
 
@@ -90,7 +90,7 @@ class Step:
         other.last_optimizer = None
         return other
 
-    def watched(self, stand_ins: StandIns, args: Any, keywords: Any, shapes_only: bool, split: bool = False) -> Watched:
+    def watched(self, stand_ins: Slots, args: Any, keywords: Any, shapes_only: bool, split: bool = False) -> Watched:
         """The step with its ops priced and its memory followed by a ledger. The fused attention
         kernels have shape functions everywhere but real kernels only on CUDA: CUDA's choices are
         made only when no real arithmetic is done."""
@@ -136,7 +136,7 @@ class Step:
 
     def run(
         self,
-        stand_ins: StandIns,
+        stand_ins: Slots,
         args: Any,
         keywords: Any,
         ledger: MemoryLedger | None,
@@ -174,7 +174,7 @@ class Step:
             return contextlib.nullcontext()
         return torch.autocast(device_type, dtype=self.autocast)
 
-    def _forward(self, stand_ins: StandIns, args: Any, keywords: Any) -> Any:
+    def _forward(self, stand_ins: Slots, args: Any, keywords: Any) -> Any:
         try:
             with stand_ins.installed():
                 return self.model(*args, **keywords)
@@ -191,7 +191,7 @@ class Step:
             raise MeasureError("the loss does not depend on any trainable parameter: nothing to back-propagate")
         return loss
 
-    def _backward(self, loss: torch.Tensor, stand_ins: StandIns, foreach_as_cuda: bool) -> bool:
+    def _backward(self, loss: torch.Tensor, stand_ins: Slots, foreach_as_cuda: bool) -> bool:
         loss.backward()
         if self.optimizer is None:
             return False

@@ -24,7 +24,7 @@ from ..step import Step, Watched, first_line
 
 
 class CopyTensors:
-    """The sharded copy's own tensors: fake already, nothing to swap in or put back."""
+    """The sharded copy's own tensors (a ``Slots``): fake already, nothing to swap in or put back."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
