@@ -138,6 +138,15 @@ class Entry(_Strict):
     parallel: ParallelSpec | None = None
     #: The GPU of this budget's ``roofline_time`` (default: ``[settings] gpu``).
     gpu: str | None = None
+    #: Whose peak memory this budget holds, "cuda" or "cpu" (default: ``[settings] device``).
+    device: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+            raise ValueError(f"expected 'cuda', 'cuda:N' or 'cpu', found {value!r}")
+        return value
     tolerance: Tolerance | None = None
     limits: Limits = Field(default_factory=Limits)
     baseline: Baseline | None = None

@@ -88,7 +88,7 @@ class DeclaredModel(pytest.Item):
                 mode=entry.mode or "inference",
                 loss_fn=loss_fn,
                 optimizer=optimizer,
-                device=session.file.settings.device,
+                device=entry.device or session.file.settings.device,
                 autocast=getattr(torch, entry.autocast) if entry.autocast else None,
                 outputs=entry.outputs or "kept",
                 parallel=entry.parallel.model_dump(exclude_none=True) if entry.parallel else None,

@@ -100,6 +100,8 @@ class ModelBudget:
             options["mode"] = (self._marker.mode if self._marker else None) or (entry.mode if entry else None)
         if not options.get("outputs"):
             options["outputs"] = (self._marker.outputs if self._marker else None) or (entry.outputs if entry else None)
+        if options.get("device") is None and entry and entry.device:
+            options["device"] = entry.device
         if options.get("gpu") is None and not (self._marker and self._marker.gpu) and entry and entry.gpu:
             options["gpu"] = entry.gpu
         if options.get("parallel") is None and not (self._marker and self._marker.parallel) and entry and entry.parallel:

@@ -118,3 +118,15 @@ def test_the_cli_takes_a_world_size(tmp_path):
     assert "one rank of fsdp over 4 ranks" in table.stdout and "at the peak:    " in table.stdout
     lonely = subprocess.run([*command, "--activation-checkpointing"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert lonely.returncode == 2 and "add --world-size N" in lonely.stderr
+
+
+def test_an_entry_names_its_own_device(project):
+    # [settings] device = "cpu" for all; one entry asks for the CUDA estimate (512-byte blocks).
+    project.makefile(".toml", budgets=BUDGETS.replace('mode = "training"\n\n[budgets.sharded]', 'mode = "training"\ndevice = "cuda"\n\n[budgets.sharded]'))
+    project.runpytest("-p", "no:cacheprovider", "--budget-json", "report.json").assert_outcomes(passed=2)
+    budgets = json.loads((project.path / "report.json").read_text())["budgets"]
+    assert budgets["single"]["figures"]["peak_memory"] % 512 == 0
+    assert budgets["single"]["peak_memory_source"] == "estimate"
+    project.makefile(".toml", budgets=BUDGETS.replace("[budgets.single]", '[budgets.single]\ndevice = "tpu"'))
+    result = project.runpytest("-p", "no:cacheprovider")
+    result.stderr.fnmatch_lines(["*budgets.single.device: expected 'cuda', 'cuda:N' or 'cpu', found 'tpu'*"])
