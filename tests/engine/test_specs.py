@@ -169,3 +169,17 @@ def test_a_meta_model_that_builds_cpu_tables_in_forward_stays_on_meta():
         built.model(built.inputs.to("meta"))
     assert stats.macs == counter.get_total_flops() // 2
     assert stats.notes == []
+
+
+@pytest.mark.parametrize("family", ["parakeet_ctc", "wav2vec2-bert"])
+def test_speech_heads_get_mel_features_from_their_encoder_config(family):
+    # A CTC head over a speech encoder states its mel bins in encoder_config (Parakeet: 80);
+    # Wav2Vec2-BERT the width of its stacked frames (feature_projection_input_dim, 160).
+    from pytest_modelbudget.engine.specs.hf import build_hf, load_config
+
+    config = load_config(family, {})
+    built = build_hf(family, {"num_hidden_layers": 1} if family == "wav2vec2-bert" else {}, meta=True)
+    width = config.encoder_config.num_mel_bins if family == "parakeet_ctc" else config.feature_projection_input_dim
+    assert built.inputs["input_features"].shape[-1] == width
+    stats = measure_checked(built.model, built.inputs)
+    assert stats.params == built.model.num_parameters() and stats.macs > 0 and stats.execution == "fake"

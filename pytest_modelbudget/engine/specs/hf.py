@@ -172,6 +172,13 @@ def _audio_values(config: Any, batch: int) -> torch.Tensor:
 
 
 def _audio_features(config: Any, batch: int) -> torch.Tensor | None:
+    encoder = getattr(config, "encoder_config", None)
+    if encoder is not None and not getattr(config, "num_mel_bins", None) and getattr(encoder, "num_mel_bins", None):
+        # CTC / transducer heads over a speech encoder (Parakeet, LASR): the encoder's mel bins.
+        return _audio_features(encoder, batch)
+    if getattr(config, "feature_projection_input_dim", None):
+        # Wav2Vec2-BERT: stacked mel frames, the projection's input width each.
+        return torch.randn(batch, 128, config.feature_projection_input_dim)
     if getattr(config, "num_mel_bins", None) and getattr(config, "max_source_positions", None):
         # Whisper-style encoders: mel bins by twice the encoder's positions (a stride-2 conv).
         return torch.randn(batch, config.num_mel_bins, 2 * config.max_source_positions)
