@@ -183,3 +183,19 @@ def test_speech_heads_get_mel_features_from_their_encoder_config(family):
     assert built.inputs["input_features"].shape[-1] == width
     stats = measure_checked(built.model, built.inputs)
     assert stats.params == built.model.num_parameters() and stats.macs > 0 and stats.execution == "fake"
+
+
+@pytest.mark.parametrize(
+    ("family", "key", "shape"),
+    [
+        ("patchtst", "past_values", (1, 32, 1)),  # context_length x num_input_channels
+        ("videoprism_vision_model", "pixel_values_videos", (1, 16, 3, 288, 288)),  # num_frames at image_size
+    ],
+)
+def test_time_series_and_video_towers_get_inputs_from_their_config(family, key, shape):
+    from pytest_modelbudget.engine.specs.hf import build_hf
+
+    built = build_hf(family, {}, meta=True)
+    assert tuple(built.inputs[key].shape) == shape
+    stats = measure_checked(built.model, built.inputs)
+    assert stats.params == built.model.num_parameters() and stats.execution == "fake"

@@ -103,6 +103,13 @@ def default_inputs(model: torch.nn.Module, config: Any, batch: int = 1, length: 
     elif wants_images and not inputs:  # detection and backbone configs state no image size
         channels = getattr(image_config, "num_channels", None) or getattr(getattr(config, "backbone_config", None), "num_channels", 3)
         inputs["pixel_values"] = torch.randn(batch, channels, 224, 224)
+    if "pixel_values_videos" in accepted and not inputs:
+        video = _video(batch, image_config)
+        if video is not None:
+            inputs["pixel_values_videos"] = video
+    if "past_values" in accepted and not inputs and getattr(config, "num_input_channels", None) and getattr(config, "context_length", None):
+        # Time series (PatchTST, PatchTSMixer): the context window of every channel.
+        inputs["past_values"] = torch.randn(batch, config.context_length, config.num_input_channels)
     if "input_values" in accepted and not inputs:
         inputs["input_values"] = _audio_values(config, batch)
     if "input_features" in accepted and not inputs:
@@ -160,6 +167,17 @@ def _pixels(batch: int, config: Any) -> torch.Tensor:
     if isinstance(frames, int) and frames > 0:  # video: (batch, frames, channels, height, width)
         return torch.randn(batch, frames, channels, height, width)
     return torch.randn(batch, channels, height, width)
+
+
+def _video(batch: int, config: Any) -> torch.Tensor | None:
+    """(batch, frames, channels, height, width) at the config's clip: ``num_frames`` at
+    ``image_size`` (VideoPrism), or ``frames_per_clip`` at ``crop_size`` (V-JEPA 2)."""
+    frames = getattr(config, "num_frames", None) or getattr(config, "frames_per_clip", None)
+    size = getattr(config, "image_size", None) or getattr(config, "crop_size", None)
+    if not isinstance(frames, int) or size is None:
+        return None
+    height, width = _size(size)
+    return torch.randn(batch, frames, getattr(config, "num_channels", None) or 3, height, width)
 
 
 def _audio_values(config: Any, batch: int) -> torch.Tensor:
