@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from ..factories import is_model_spec
 from ..gpus import DTYPES as GPU_DTYPES
@@ -24,6 +24,16 @@ def _quantity(kind: Literal["count", "bytes", "time"]) -> Any:
             raise ValueError(str(exc)) from None
 
     return Annotated[int, BeforeValidator(parse)]
+
+
+def _device(value: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise ValueError(f"expected 'cuda', 'cuda:N' or 'cpu', found {value!r}")
+    return value
+
+
+#: Whose peak memory: "cuda" (measured where available, else estimated), "cuda:N" or "cpu".
+Device = Annotated[str, AfterValidator(_device)]
 
 
 def _percent(value: Any) -> float:
@@ -139,14 +149,7 @@ class Entry(_Strict):
     #: The GPU of this budget's ``roofline_time`` (default: ``[settings] gpu``).
     gpu: str | None = None
     #: Whose peak memory this budget holds, "cuda" or "cpu" (default: ``[settings] device``).
-    device: str | None = None
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
-            raise ValueError(f"expected 'cuda', 'cuda:N' or 'cpu', found {value!r}")
-        return value
+    device: Device | None = None
     tolerance: Tolerance | None = None
     limits: Limits = Field(default_factory=Limits)
     baseline: Baseline | None = None
@@ -232,7 +235,7 @@ class Settings(_Strict):
     figures: list[FigureName] | None = None
     #: Whose peak memory budgets hold: "cuda" (default: measured where available, else estimated)
     #: or "cpu".
-    device: str | None = None
+    device: Device | None = None
     #: How sizes are shown in failures and reports: "si" (KB, MB: the default) or "binary" (KiB,
     #: MiB). Limits are read as written either way ("46MiB" and "48MB" both mean what they say).
     units: Literal["si", "binary"] = "si"
@@ -255,13 +258,6 @@ class Settings(_Strict):
         if name in self.gpus:
             return self.gpus[name].gpu(name)
         return GPUS.get(name)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"cpu|cuda(:\d+)?", value):
-            raise ValueError(f"expected 'cuda', 'cuda:N' or 'cpu', found {value!r}")
-        return value
 
 
 class BudgetFile(_Strict):

@@ -32,7 +32,7 @@ def allocator_size(nbytes: int, block: int) -> int:
     return -(-nbytes // block) * block
 
 
-def _storage(tensor: torch.Tensor) -> Any:
+def storage_of(tensor: torch.Tensor) -> Any:
     try:
         return tensor.untyped_storage()
     except (RuntimeError, NotImplementedError, TypeError):
@@ -76,8 +76,8 @@ class MemoryLedger:
     def hold(self, tensors: Iterable[Any]) -> None:
         """Charge the storages of ``tensors`` not held yet (an op's outputs, the model's weights)."""
         grew = False
-        for tensor in _plain(tensors):
-            storage = _storage(tensor)
+        for tensor in plain_tensors(tensors):
+            storage = storage_of(tensor)
             if storage is None:
                 continue
             key = id(storage)
@@ -129,8 +129,8 @@ class MemoryLedger:
                 self.observe()
 
     def mark_communication(self, out: Any) -> None:
-        for tensor in _plain(tree_leaves(out)):
-            storage = _storage(tensor)
+        for tensor in plain_tensors(tree_leaves(out)):
+            storage = storage_of(tensor)
             held = self._held.get(id(storage)) if storage is not None else None
             if held is not None:
                 self.communication_refs.add(id(held[1]))
@@ -142,7 +142,7 @@ class MemoryLedger:
             self.hold(tree_leaves(out))
 
 
-def _plain(tensors: Iterable[Any]) -> Iterator[torch.Tensor]:
+def plain_tensors(tensors: Iterable[Any]) -> Iterator[torch.Tensor]:
     """The tensors that hold memory: a wrapper subclass (a DTensor: its local shard; a
     quantized weight: its data and scales) holds none of its own."""
     for tensor in tensors:
@@ -150,7 +150,7 @@ def _plain(tensors: Iterable[Any]) -> Iterator[torch.Tensor]:
             continue
         if is_traceable_wrapper_subclass(tensor):
             names, _ = tensor.__tensor_flatten__()
-            yield from _plain(getattr(tensor, name) for name in names)
+            yield from plain_tensors(getattr(tensor, name) for name in names)
         else:
             yield tensor
 

@@ -218,9 +218,9 @@ def shard(model: torch.nn.Module, parallel: Parallel, mesh: Any) -> list[str]:
 
         plan = tp_plan(model, parallel)
         parallelize_module(model, mesh["tp"], {pattern: _style(style) for pattern, style in plan.items()})
-    chosen = units(model, parallel.wrap) if parallel.strategy != "tp" or parallel.activation_checkpointing else []
-    for _, module in chosen:
-        if parallel.activation_checkpointing:
+    chosen = units(model, parallel.wrap)
+    if parallel.activation_checkpointing:
+        for _, module in chosen:
             _checkpointed(module)
     if parallel.strategy == "tp":
         return []

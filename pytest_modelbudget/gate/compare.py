@@ -13,6 +13,7 @@ from ..errors import BudgetUsageError
 from ..quantities import format_percent, format_quantity
 from ..stats import FIGURES
 from .render import details
+from .reports import move_text
 from .verdict import layer_diff
 
 #: Figures compared, in the order a reader scans them.
@@ -93,12 +94,6 @@ def compare(base: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]])
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def move_text(figure: str, before: int, now: int) -> str:
-    kind = FIGURES[figure]
-    change = f" ({format_percent(now / before - 1)})" if before else f" ({now - before:+,})"
-    return f"{figure} {format_quantity(before, kind)} -> {format_quantity(now, kind)}{change}"
 
 
 def compare_lines(comparison: Comparison, base_name: str) -> list[str]:

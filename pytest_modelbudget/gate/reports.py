@@ -132,6 +132,13 @@ def tighten_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     ]
 
 
+def move_text(figure: str, before: int, now: int) -> str:
+    """``params 3.41M -> 3.67M (+7.6%)``: a figure that moved, for --update-budgets and
+    --budget-compare."""
+    change = f" ({format_percent(now / before - 1)})" if before else ""
+    return f"{figure} {format_quantity(before, FIGURES[figure])} -> {format_quantity(now, FIGURES[figure])}{change}"
+
+
 def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
     """What ``--update-budgets`` changed, budget by budget, and a count: what a reviewer checks
     before committing budgets.toml."""
@@ -141,8 +148,7 @@ def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
             continue
         old, now = record.get("baseline"), record["figures"]
         moves = [
-            f"{figure} {format_quantity(old[figure], FIGURES[figure])} -> {format_quantity(now[figure], FIGURES[figure])}"
-            + (f" ({format_percent(now[figure] / old[figure] - 1)})" if old[figure] else "")
+            move_text(figure, old[figure], now[figure])
             for figure in MOVED
             if old and old.get(figure) is not None and now.get(figure) is not None and old[figure] != now[figure]
         ]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from .projects import scratch_project
 from .test_plugin import BUDGETS, MODELS
 
 #: One in-code budget test, well within its limit.
@@ -22,8 +23,7 @@ def test_a(model_budget):
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(mymodels=MODELS)
-    pytester.syspathinsert()
+    scratch_project(pytester, MODELS)
     return pytester
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from .projects import scratch_project
+
 BLOCK = '''
 import torch
 from torch import nn
@@ -78,9 +80,7 @@ input_size = [4, 64, 32]
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(mymodels=BLOCK)
-    pytester.syspathinsert()
-    pytester.makefile(".toml", budgets=BUDGETS)
+    scratch_project(pytester, BLOCK, BUDGETS)
     pytester.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=3)
     return pytester
 

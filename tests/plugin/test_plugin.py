@@ -8,6 +8,8 @@ import textwrap
 
 import pytest
 
+from .projects import scratch_project
+
 MODELS = '''
 import torch
 from torch import nn
@@ -42,9 +44,7 @@ limits = { params = "1K" }  # reviewed in PR 12
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(mymodels=MODELS)
-    pytester.syspathinsert()
-    pytester.makefile(".toml", budgets=BUDGETS)
+    scratch_project(pytester, MODELS, BUDGETS)
     return pytester
 
 

@@ -8,14 +8,13 @@ import json
 
 import pytest
 
+from .projects import scratch_project
 from .test_plugin import BUDGETS, MODELS, grow_model
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(mymodels=MODELS)
-    pytester.syspathinsert()
-    pytester.makefile(".toml", budgets=BUDGETS)
+    scratch_project(pytester, MODELS, BUDGETS)
     # A second budget that does not move: the comparison must say it is unchanged.
     pytester.makepyfile(
         test_head="""

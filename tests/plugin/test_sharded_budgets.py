@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from .projects import scratch_project
+
 MODELS = '''
 import torch
 from torch import nn
@@ -54,9 +56,7 @@ parallel = { world_size = 4, activation_checkpointing = true }
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(mymodels=MODELS)
-    pytester.syspathinsert()
-    pytester.makefile(".toml", budgets=BUDGETS)
+    scratch_project(pytester, MODELS, BUDGETS)
     return pytester
 
 

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from .projects import scratch_project
+
 MODELS = '''
 import torch
 from torch import nn
@@ -72,9 +74,7 @@ forward_kwargs = { repeat = 2 }
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makepyfile(gptmodels=MODELS)
-    pytester.syspathinsert()
-    pytester.makefile(".toml", budgets=BUDGETS)
+    scratch_project(pytester, MODELS, BUDGETS, module="gptmodels")
     return pytester
 
 

@@ -19,6 +19,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from ...errors import MeasureError
 from ..inputs import RandomInput, map_inputs
 from ..inventory import TensorInventory
+from ..memory import plain_tensors, storage_of
 from ..parallel import Parallel, fake_world, shard
 from ..step import Step, Watched, first_line
 
@@ -116,15 +117,13 @@ def _split(watched: Watched, model: torch.nn.Module, step: Step) -> dict[str, in
     step (the optimizer's state, a gradient, a parameter's shard, a parameter gathered in full,
     found through FSDP2's own state as its FSDPMemTracker does; a buffer a collective or FSDP's
     copy for one returned); everything else is activations and temporaries."""
-    from ..memory import _plain, _storage
-
     ledger = watched.counter.ledger
     assert ledger is not None
 
     def keys(values: Any) -> set[int]:
         found = set()
-        for tensor in _plain(values):
-            storage = _storage(tensor)
+        for tensor in plain_tensors(values):
+            storage = storage_of(tensor)
             if storage is not None:
                 found.add(id(storage))
         return found
