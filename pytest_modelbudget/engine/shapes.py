@@ -97,17 +97,18 @@ def cpu_to_meta(values: Any) -> Any:
     )
 
 
-#: op overload -> function(func, args, kwargs) returning the output, or None to run the op itself.
-SHAPE_FUNCTIONS: dict[Any, Callable[[Any, tuple, dict], Any]] = {
-    aten._grouped_mm.default: _grouped_mm_output,
-    aten.mkldnn_rnn_layer.default: _mkldnn_rnn_layer_output,
+#: id(op overload) -> function(func, args, kwargs) returning the output, or None to run the op
+#: itself. By id: looked up on every op, and an op overload's own hash is a Python method.
+SHAPE_FUNCTIONS: dict[int, Callable[[Any, tuple, dict], Any]] = {
+    id(aten._grouped_mm.default): _grouped_mm_output,
+    id(aten.mkldnn_rnn_layer.default): _mkldnn_rnn_layer_output,
 }
 
 
 def run(func: Any, args: tuple, kwargs: dict) -> Any:
     """``func(*args, **kwargs)``, from its shape function where its meta kernel would refuse or
     get a size wrong."""
-    shape_function = SHAPE_FUNCTIONS.get(func)
+    shape_function = SHAPE_FUNCTIONS.get(id(func))
     if shape_function is not None:
         out = shape_function(func, args, kwargs)
         if out is not None:
@@ -116,38 +117,70 @@ def run(func: Any, args: tuple, kwargs: dict) -> Any:
 
 
 class ShapeMemo:
-    """Output metadata of functional ops by their inputs' metadata, for one shape-only run."""
+    """Outputs of repeated ops by their inputs' metadata, for one shape-only run.
+
+    Three kinds of op are made from their first call's outputs: functional ops returning a new
+    tensor (its shape, strides and dtype), views of their first argument (the view's shape,
+    strides and offset from its base, taken again on the new base, so the new view shares its
+    storage), and in-place ops on their first argument (the argument itself: the op's checks
+    passed on the same shapes, and autograd has already bumped its version above this mode).
+    """
 
     def __init__(self) -> None:
         self._outputs: dict[Hashable, tuple[Any, ...]] = {}
-        self._memoizable: dict[Any, bool] = {}
+        self._kinds: dict[int, str | None] = {}  # by id(func)
 
     def run(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        key = self._key(func, args, kwargs)
+        kind = self._kinds.get(id(func), "?")
+        if kind == "?":
+            kind = self._kinds[id(func)] = _memo_kind(func)
+        key = self._key(func, args, kwargs) if kind is not None else None
         if key is not None:
             known = self._outputs.get(key)
             if known is not None:
-                return _no_data_tensor(*known)
+                if kind == "fresh":
+                    return _no_data_tensor(*known)
+                if kind == "view":
+                    return _view_of(args[0], *known)
+                return args[0]
         out = run(func, args, kwargs)
         if key is not None and type(out) in _NO_DATA and not out.is_quantized:
-            fake_mode = out.fake_mode if isinstance(out, FakeTensor) else None
-            self._outputs[key] = (tuple(out.shape), out.stride(), out.dtype, out.device, fake_mode)
+            if kind == "fresh":
+                fake_mode = out.fake_mode if isinstance(out, FakeTensor) else None
+                self._outputs[key] = (tuple(out.shape), out.stride(), out.dtype, out.device, fake_mode)
+            elif kind == "view" and _plain_view(out, args[0]):
+                self._outputs[key] = (tuple(out.shape), out.stride(), out.storage_offset() - args[0].storage_offset())
+            elif kind == "inplace" and out is args[0]:
+                self._outputs[key] = ()
         return out
 
     def _key(self, func: Any, args: tuple, kwargs: dict) -> Hashable | None:
-        memoizable = self._memoizable.get(func)
-        if memoizable is None:
-            memoizable = self._memoizable[func] = _fresh_tensor_out(func)
-        if not memoizable:
-            return None
         try:
-            key = (func, _meta_key(args), _meta_key(tuple(kwargs.items())))
+            key = (id(func), _meta_key(args), _meta_key(tuple(kwargs.items())) if kwargs else ())
             hash(key)
         except _NotMemoizable:
             return None
         except TypeError:  # an unhashable argument
             return None
         return key
+
+
+def _plain_view(out: torch.Tensor, base: torch.Tensor) -> bool:
+    """A view that ``as_strided`` on its base remakes: same dtype, storage, no conj/neg bit."""
+    return (
+        out.dtype == base.dtype
+        and out.device == base.device
+        and not (out.is_conj() or out.is_neg() or base.is_conj() or base.is_neg())
+        and out.untyped_storage().data_ptr() == base.untyped_storage().data_ptr()
+        and isinstance(out, FakeTensor) == isinstance(base, FakeTensor)
+    )
+
+
+def _view_of(base: torch.Tensor, size: tuple, stride: tuple, offset: int) -> torch.Tensor:
+    # Below the dispatch modes, as the fake mode itself runs a view on its meta tensor.
+    with torch._C._DisableTorchDispatch():
+        view = torch.ops.aten.as_strided.default(base, size, stride, base.storage_offset() + offset)
+    return FakeTensor(base.fake_mode, view, base.device) if isinstance(base, FakeTensor) else view
 
 
 class _NotMemoizable(Exception):
@@ -164,6 +197,10 @@ def _meta_key(values: Any) -> tuple:
         if isinstance(value, torch.Tensor):
             if not (isinstance(value, FakeTensor) or value.is_meta) or value.is_quantized or value.is_sparse:
                 raise _NotMemoizable  # a tensor with values: an output may depend on them
+            if isinstance(value, FakeTensor) and value.constant is not None:
+                # A small tensor made in forward keeps its value on fake tensors (an optimizer's
+                # step count): its ops must run, so that the value follows.
+                raise _NotMemoizable
             key.append((type(value), tuple(value.shape), value.stride(), value.dtype, value.device))
         elif isinstance(value, (tuple, list)):
             key.append((type(value), _meta_key(value)))
@@ -174,14 +211,32 @@ def _meta_key(values: Any) -> tuple:
     return tuple(key)
 
 
-def _fresh_tensor_out(func: Any) -> bool:
-    """A functional op returning one new tensor whose shape depends on its inputs' shapes only."""
+#: In-place ops that change their argument's size or storage: their output is not their input's
+#: metadata (those that only restride carry the ``inplace_view`` tag).
+_RESIZING = frozenset({"resize_", "resize_as_", "set_", "_resize_output_", "resize_as_sparse_"})
+
+
+def _memo_kind(func: Any) -> str | None:
+    """``"fresh"``: a functional op returning one new tensor whose shape depends on its inputs'
+    shapes only; ``"view"``: a view of its first argument; ``"inplace"``: an op writing its first
+    argument only and returning it; None: anything else (run every time)."""
     schema = func._schema
-    if func.is_view or schema.is_mutable or func.namespace not in ("aten", "prims"):
-        return False
+    if func.namespace not in ("aten", "prims"):
+        return None
     if any(tag in func.tags for tag in (torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output)):
-        return False
-    if len(schema.returns) != 1:
-        return False
-    returned = schema.returns[0]
-    return str(returned.type) == "Tensor" and returned.alias_info is None
+        return None
+    if len(schema.returns) != 1 or str(schema.returns[0].type) != "Tensor" or not schema.arguments:
+        return None
+    returned, first = schema.returns[0].alias_info, schema.arguments[0]
+    if func.is_view:
+        if schema.is_mutable or returned is None or first.alias_info is None:
+            return None
+        if func._overloadpacket.__name__ == "as_strided":
+            return None  # its offset is absolute, not the base's plus a fixed amount
+        return "view" if returned.before_set == first.alias_info.before_set else None
+    if schema.is_mutable:
+        writes = [a for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+        if writes != [first] or returned is None or not returned.is_write or torch.Tag.inplace_view in func.tags:
+            return None
+        return None if func._overloadpacket.__name__ in _RESIZING else "inplace"
+    return "fresh" if returned is None else None

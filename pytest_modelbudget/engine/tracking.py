@@ -20,7 +20,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from . import shapes
-from .formulas import cost_of, has_formula
+from .formulas import has_formula
+from .formulas.table import Pricer, pricer
 from ..gpus import Gpu
 from ..stats import MAX_SHAPES
 from .memory import MemoryLedger
@@ -102,12 +103,12 @@ _OVERWRITES = frozenset(
 )
 
 
-def _traffic(func: Any, args: tuple, kwargs: dict, out: Any) -> tuple[int, int]:
+def _traffic(overwrites: bool, args: tuple, kwargs: dict, out: Any) -> tuple[int, int]:
     """Bytes one op reads (each tensor argument once, its own elements: a view reads what it
     sees) and writes (each output once: an in-place op's output is its argument, read and
     written; an ``out=`` tensor or ``copy_``'s destination is written only)."""
     destinations = {id(kwargs["out"])} if isinstance(kwargs.get("out"), torch.Tensor) else set()
-    if func._overloadpacket in _OVERWRITES and args and isinstance(args[0], torch.Tensor):
+    if overwrites and args and isinstance(args[0], torch.Tensor):
         destinations.add(id(args[0]))
     inputs = {id(t): t for t in _tensors((*args, *kwargs.values())) if id(t) not in destinations}
     read = sum(_nbytes(t) for t in inputs.values())
@@ -120,6 +121,36 @@ def _traffic(func: Any, args: tuple, kwargs: dict, out: Any) -> tuple[int, int]:
     return read, written
 
 
+class _OpFacts:
+    """What the counter needs to know of one op overload, worked out on its first call: a
+    looping model runs the same few ops tens of thousands of times."""
+
+    __slots__ = ("query", "decomposable", "view", "moves", "overwrites", "communication", "price", "name")
+
+    def __init__(self, func: Any) -> None:
+        packet = func._overloadpacket
+        self.query = func in _QUERIES
+        self.decomposable = func.namespace == "aten" and not has_formula(func)
+        self.view = func.is_view
+        #: Whether a kernel reads or writes memory (``_traffic``).
+        self.moves = not func.is_view and packet not in _MOVES_NOTHING
+        self.overwrites = packet in _OVERWRITES
+        self.communication = func.namespace in _COMMUNICATION
+        self.price: Pricer = pricer(func)
+        self.name = str(packet).removeprefix("aten.")
+
+
+_FACTS: dict[int, _OpFacts] = {}
+
+
+def _facts(func: Any) -> _OpFacts:
+    # By id: op overloads live as long as the process, and their own hash is a Python method.
+    facts = _FACTS.get(id(func))
+    if facts is None:
+        facts = _FACTS[id(func)] = _OpFacts(func)
+    return facts
+
+
 def _dtensor_class() -> type | None:
     try:
         from torch.distributed.tensor import DTensor
@@ -130,6 +161,14 @@ def _dtensor_class() -> type | None:
 
 class OpCounter(TorchDispatchMode):
     """Prices every aten op and charges it to the module running it."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # PyTorch wraps a mode's __torch_dispatch__ in torch._dynamo.disable unless told not to,
+        # which swaps the frame-evaluation callback twice on every op (a tenth of a looping
+        # model's measure()). Nothing is compiled under this mode anyway: dynamo skips frames
+        # while a dispatch mode is on the stack (convert_frame.py).
+        return False
 
     def __init__(
         self,
@@ -212,16 +251,18 @@ class OpCounter(TorchDispatchMode):
     # -- what each op costs --------------------------------------------------------------------
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func in _QUERIES:
+        facts = _facts(func)
+        if facts.query:
             return func(*args, **kwargs)
         if self._dtensor is not None and any(isinstance(t, self._dtensor) for t in _tensors((*args, *kwargs.values()))):
             return NotImplemented
         if self.counting:
+            param_names = self._param_names
             for tensor in _tensors(args):
-                name = self._param_names.get(id(tensor))
+                name = param_names.get(id(tensor))
                 if name is not None:
                     self.params_read.add(name)
-        if func.namespace == "aten" and not has_formula(func) and func not in self._not_decomposable:
+        if facts.decomposable and func not in self._not_decomposable:
             # Composite ops (linear, einsum, matmul, LSTM cells) are priced by what they run;
             # ops that also have a kernel of their own run as that one kernel, as on the device.
             result = NotImplemented
@@ -244,25 +285,25 @@ class OpCounter(TorchDispatchMode):
             out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
         if self.ledger is not None:
             self.ledger.hold_outputs(out)
-            if func.namespace in _COMMUNICATION:
+            if facts.communication:
                 self.ledger.mark_communication(out)
         if self.counting:
-            self._charge(func, args, kwargs, out)
+            self._charge(func, facts, args, kwargs, out)
         return out
 
-    def _charge(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    def _charge(self, func: Any, facts: _OpFacts, args: tuple, kwargs: dict, out: Any) -> None:
         name = self._stack[-1] if self._stack else ""
         moved = 0
-        if not func.is_view and func._overloadpacket not in _MOVES_NOTHING:
-            read, written = _traffic(func, args, kwargs, out)
+        if facts.moves:
+            read, written = _traffic(facts.overwrites, args, kwargs, out)
             self.read[name] += read
             self.written[name] += written
             moved = read + written
-        cost = cost_of(func, args, kwargs, out)
+        cost = facts.price(args, kwargs, out)
         if self.gpu is not None:
             self.seconds[name] += op_seconds(self.gpu, func, args, out, cost.flops if cost else 0, bool(cost and cost.macs), moved)
         if cost is None:
-            self.uncounted[str(func._overloadpacket).removeprefix("aten.")] += 1
+            self.uncounted[facts.name] += 1
             return
         if cost.macs or cost.flops:
             # Charged to the innermost module only; parents get it when layers are rolled up

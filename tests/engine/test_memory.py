@@ -322,6 +322,44 @@ def test_a_python_loop_model_gives_the_same_figures_on_fake_and_meta_tensors():
     assert 1.99 < on_fake.layers[attention].flops / shorter.layers[attention].flops < 2
 
 
+class StepLoop(nn.Module):
+    """A recurrent model written as a Python loop over time steps, as RWKV's and Mamba's CPU
+    paths are: the same views, in-place writes and functional ops repeat every step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.RNNCell(16, 32)
+        self.head = nn.Linear(32, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.new_zeros(x.shape[0], 32)
+        out = x.new_empty(x.shape[0], x.shape[1], 32)
+        for t in range(x.shape[1]):
+            h = self.cell(x[:, t], h).mul(0.5)
+            out[:, t] = h  # a view of out (a new one each step) written in place
+            out.unsqueeze(0).squeeze(0).mul_(1.0)  # the same view and in-place op every step
+        return self.head(out)
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_a_python_loop_agrees_with_memtracker_and_the_flop_counter(mode):
+    # Repeated ops are made from their first call's metadata (engine/shapes.py): views and
+    # in-place writes too. Each step must still be counted, allocate and free as it does.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    model = StepLoop()
+    x = torch.randn(4, 24, 16)
+    expected = memtracker_peak(model, x, mode)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    stats = measure_checked(model, inputs=x, mode=mode, device="cpu")
+    assert stats.execution == "fake"
+    assert stats.peak_memory == expected
+    assert stats.macs * 2 == counter.get_total_flops()
+    assert stats.layers["cell"].calls == 24
+
+
 class LSTMLanguageModel(nn.Module):
     def __init__(self, recurrent: type[nn.Module]) -> None:
         super().__init__()

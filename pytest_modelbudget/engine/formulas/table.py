@@ -31,6 +31,12 @@ COSTS: dict[Any, Formula] = {}
 #: Ops that move, select or create data without arithmetic a user would count.
 FREE_OPS: set[Any] = set()
 
+# id(op overload) -> the rule that prices it. Which rule applies never changes (the cache is
+# cleared when one is registered), and looping models run the same ops tens of thousands of
+# times: the rules are walked once per op. Keyed by id, as op overloads are never freed and
+# their own hash is a Python method.
+_PRICERS: dict[int, Any] = {}
+
 
 def _packet(target: str) -> Any:
     """``"mm"`` -> ``aten.mm``; ``"quantized::linear"`` -> ``torch.ops.quantized.linear``; None if
@@ -55,6 +61,7 @@ def register_cost(*targets: str) -> Callable[[Formula], Formula]:
                 COSTS[packet] = formula
             elif "::" in target:
                 _BY_NAME[target] = formula
+        _PRICERS.clear()
         return formula
 
     return register
@@ -62,6 +69,7 @@ def register_cost(*targets: str) -> Callable[[Formula], Formula]:
 
 def register_free(*targets: str) -> None:
     FREE_OPS.update(packet for packet in map(_packet, targets) if packet is not None)
+    _PRICERS.clear()
 
 
 def numel(value: Any) -> int:
@@ -94,6 +102,33 @@ def _functional_form(func: Any) -> Any:
 
 def cost_of(func: Any, args: tuple, kwargs: dict, out: Any) -> Cost | None:
     """What one call of ``func`` cost, or ``None`` if it did arithmetic no rule prices."""
+    return pricer(func)(args, kwargs, out)
+
+
+Pricer = Callable[[tuple, dict, Any], "Cost | None"]
+
+def pricer(func: Any) -> Pricer:
+    """The rule that prices ``func``: a registered formula, free, the pointwise rule, or one
+    returning ``None`` (arithmetic no rule prices)."""
+    known = _PRICERS.get(id(func))
+    if known is None:
+        known = _PRICERS[id(func)] = _find_pricer(func)
+    return known
+
+
+def _free(args: tuple, kwargs: dict, out: Any) -> Cost:
+    return FREE
+
+
+def _pointwise(args: tuple, kwargs: dict, out: Any) -> Cost:
+    return Cost(0, first_numel(out))
+
+
+def _unpriced(args: tuple, kwargs: dict, out: Any) -> None:
+    return None
+
+
+def _find_pricer(func: Any) -> Pricer:
     packet = func._overloadpacket
     formula = COSTS.get(packet)
     if formula is None and _BY_NAME:
@@ -101,21 +136,21 @@ def cost_of(func: Any, args: tuple, kwargs: dict, out: Any) -> Cost | None:
         if formula is not None:
             COSTS[packet] = formula
     if formula is not None:
-        return formula(args, kwargs, out)
+        return formula
     if packet in FREE_OPS or func.is_view or func.namespace == "prim":
-        return FREE
+        return _free
     if _POINTWISE in func.tags:
-        return Cost(0, first_numel(out))
+        return _pointwise
     functional = _functional_form(func)
     if functional is not None:
         if functional in COSTS:
-            return COSTS[functional](args, kwargs, out)
+            return COSTS[functional]
         if functional in FREE_OPS or functional.__name__ in _VIEW_NAMES:
-            return FREE
+            return _free
         overloads = [getattr(functional, o) for o in functional.overloads()]
         if any(_POINTWISE in overload.tags for overload in overloads):
-            return Cost(0, first_numel(out))
-    return None
+            return _pointwise
+    return _unpriced
 
 
 # In-place forms of view ops (as_strided_, squeeze_, t_) only restride: free.
