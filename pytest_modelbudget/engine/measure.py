@@ -4,7 +4,8 @@ The model's tensors (parameters, buffers, plain tensor attributes) are swapped, 
 of one call, for fake stand-ins (``standins.py``): no arithmetic is done, no memory is taken, and
 the model's own tensors, ``.grad``, running statistics and attributes are never written. Where fake
 execution cannot run a model (data-dependent control flow, an op with no fake kernel), the step is
-run for real on private copies of every tensor, and ``ModelStats.execution`` says so.
+run for real, never writing the model's own tensors (``runners/real.py``), and
+``ModelStats.execution`` says so.
 
 The same run estimates peak memory (``memory.py``), making the choices a CUDA device would make
 (``simulation.py``); with CUDA available and the model or ``device`` on it, the step is also run
@@ -150,7 +151,7 @@ def measure(
         execution = "real"
         notes.append(
             f"fake execution failed ({type(cause).__name__}: {first_line(cause)}); "
-            "measured with a real run on private copies of the model's tensors"
+            "measured with a real run that never writes the model's own tensors"
         )
     if sharding is not None:
         if execution != "fake":

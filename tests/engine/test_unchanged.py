@@ -104,6 +104,50 @@ def test_the_real_run_fallback_writes_only_copies(mode):
     assert torch.all(model.lin.weight == 0.5)
 
 
+class Sneaky(nn.Module):
+    """Needs values (a data-dependent branch) and writes its tensors the less obvious ways: through
+    a view of ``.data``, into a buffer as an ``out=`` argument, and into a plain tensor attribute."""
+
+    def __init__(self, write: str) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        nn.init.constant_(self.lin.weight, 0.5)
+        self.register_buffer("total", torch.zeros(4))
+        self.cache = torch.zeros(4)
+        self.write = write
+        self.pointers: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.pointers.append(self.lin.weight.data_ptr())  # fails on fake tensors: a real run follows
+        if self.write == "view":
+            self.lin.weight.data[0].zero_()
+        elif self.write == "out":
+            torch.add(x[0], 1, out=self.total)
+        elif self.write == "attribute":
+            self.cache.copy_(x[0])
+        return self.lin(x) if x.sum() > 0 else x
+
+
+@pytest.mark.parametrize("write", ["view", "out", "attribute"])
+def test_a_real_run_never_writes_the_model_however_forward_writes(write):
+    model = Sneaky(write)
+    stats = measure_checked(model, inputs=torch.ones(1, 4))
+    assert stats.execution == "real" and stats.macs == 16
+    assert torch.all(model.lin.weight == 0.5) and not model.total.any() and not model.cache.any()
+    # The first real run read the model's own weights, stopped before the write, and the step
+    # ran again on copies.
+    assert model.pointers[-2] == model.lin.weight.data_ptr() != model.pointers[-1]
+
+
+def test_a_real_run_that_only_reads_copies_nothing():
+    # Detectors and large encoders that need values are run for real: their weights are read in
+    # place (under a guard that stops any write), not copied whole first.
+    model = Sneaky("nothing")
+    stats = measure_checked(model, inputs=torch.ones(1, 4))
+    assert stats.execution == "real" and stats.macs == 16
+    assert model.pointers[-1] == model.lin.weight.data_ptr()
+
+
 class Counter(nn.Module):
     """Keeps a plain tensor attribute (not a buffer) and writes it in place; caches its output."""
 

@@ -3,7 +3,8 @@ the step runs. ``measure()`` picks one and falls back to another.
 
 - ``meta``: a model already on the meta device runs as it is, on aliases of its tensors.
 - ``fake``: fake copies of the tensors under ``FakeTensorMode``: shapes only, no arithmetic.
-- ``real``: a real CPU run on private copies, for models fake execution cannot run.
+- ``real``: a real CPU run for models fake execution cannot run, on write-guarded aliases of the
+  tensors in inference and on private copies where a step writes them.
 - ``cuda``: the step on a CUDA device for real, for the exact peak memory.
 - ``sharded``: one rank of a sharded step (FSDP2) on a fake copy under a fake process group.
 """
