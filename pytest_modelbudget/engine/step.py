@@ -18,6 +18,7 @@ from torch.utils._pytree import tree_flatten
 from ..errors import MeasureError
 from ..gpus import Gpu
 from . import adapters
+from .caches import cleared_after, method_caches
 from .loss import default_loss, describe_output
 from .memory import MemoryLedger, StepMemory, deterministic_frees, following_resizes
 from .simulation import CudaAttention, use_foreach
@@ -75,6 +76,8 @@ class Step:
         #: ``logits, loss = model(x, y)``), or "released" before it (``model(x, y)[1].backward()``).
         self.outputs = outputs
         self.module_names = {id(module): name for name, module in model.named_modules()}
+        #: The lru caches of the model's code, cleared of whatever a run put there (``caches.py``).
+        self.caches = method_caches(model)
         #: The optimizer of the last run, for what its state holds.
         self.last_optimizer: torch.optim.Optimizer | None = None
         #: Follow DTensor ops into the local ops each rank runs (tensor parallelism).
@@ -149,6 +152,7 @@ class Step:
         autocast = self._autocast("cpu" if estimating else "cuda")
         with contextlib.ExitStack() as stack:
             stack.enter_context(_train_flags(self.model, self.mode == "training"))
+            stack.enter_context(cleared_after(self.caches))
             if ledger is not None:
                 stack.enter_context(deterministic_frees())
                 stack.enter_context(following_resizes(ledger))

@@ -3,6 +3,7 @@ real-run fallback, inputs that take no memory."""
 
 from __future__ import annotations
 
+import functools
 import resource
 import subprocess
 import sys
@@ -146,6 +147,61 @@ def test_a_real_run_that_only_reads_copies_nothing():
     stats = measure_checked(model, inputs=torch.ones(1, 4))
     assert stats.execution == "real" and stats.macs == 16
     assert model.pointers[-1] == model.lin.weight.data_ptr()
+
+
+@functools.lru_cache(maxsize=8)
+def _positions(length: int) -> torch.Tensor:
+    return torch.arange(length, dtype=torch.float32)
+
+
+class CachedTables(nn.Module):
+    """Caches tensors made from shapes across calls, in an lru_cache'd method and in a
+    module-level lru_cache'd function, as RT-DETR's anchors and DINOv3's rotary tables are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    @functools.lru_cache(maxsize=8)  # noqa: B019 - the pattern under test
+    def table(self, length: int) -> torch.Tensor:
+        return torch.ones(length, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x + self.table(x.shape[0])) + _positions(x.shape[0])[:, None]
+
+
+@pytest.mark.parametrize("cached_before", [False, True], ids=["fresh", "cached-by-the-user"])
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_caches_in_the_models_code_keep_no_fake_tensors(mode, cached_before):
+    model, x = CachedTables(), torch.randn(3, 4)
+    with torch.no_grad():
+        expected = model(x)
+    if not cached_before:
+        CachedTables.table.cache_clear()
+        _positions.cache_clear()
+    stats = measure_checked(model, inputs=x, mode=mode)
+    assert stats.execution == "fake"
+    with torch.no_grad():
+        after = model(x)
+    assert type(after) is torch.Tensor and torch.equal(after, expected)
+    assert not isinstance(model.table(3), FakeTensor) and not isinstance(_positions(3), FakeTensor)
+
+
+def test_dinov3_answers_for_real_after_it_was_measured():
+    # DINOv3's rotary table comes from transformers' compile_compatible_method_lru_cache: the
+    # model returned fake tensors from its next real forward once a fake run had filled it.
+    transformers = pytest.importorskip("transformers")
+    config = transformers.DINOv3ViTConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=64, patch_size=16
+    )
+    torch.manual_seed(0)
+    model = transformers.DINOv3ViTModel(config).eval()
+    x = torch.randn(1, 3, 64, 64)
+    stats = measure_checked(model, inputs=x)
+    assert stats.execution == "fake"
+    with torch.no_grad():
+        out = model(x).last_hidden_state
+    assert type(out) is torch.Tensor and out.isfinite().all()
 
 
 class Counter(nn.Module):
