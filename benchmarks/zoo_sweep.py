@@ -141,11 +141,17 @@ def reference_macs(model: Any, inputs: Any, device: str = "meta") -> int:
 def _call(inputs: Any, device: str = "meta") -> tuple[tuple, dict]:
     import torch
 
+    from pytest_modelbudget.engine.inputs import is_size_table
+
+    def to(value: Any) -> Any:
+        # A vision tower's grid_thw stays on the CPU, as a user passes it: its values are read.
+        return value.to(device) if isinstance(value, torch.Tensor) and not is_size_table(value) else value
+
     if isinstance(inputs, dict):
-        return (), {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        return (), {k: to(v) for k, v in inputs.items()}
     if isinstance(inputs, tuple):
-        return tuple(v.to(device) for v in inputs), {}
-    return (inputs.to(device),), {}
+        return tuple(to(v) for v in inputs), {}
+    return (to(inputs),), {}
 
 
 def reference_params(spec: str, model: Any) -> int:

@@ -131,3 +131,18 @@ def _describe(value: Any) -> str:
     if isinstance(value, (torch.Tensor, RandomInput)):
         return f"Tensor{tuple(value.shape)}"
     return type(value).__name__
+
+
+def is_size_table(tensor: torch.Tensor) -> bool:
+    """A small integer table of sizes given as an input, such as a vision tower's ``grid_thw``
+    (one row of frames, height, width per image) or ``image_sizes``: the model reads its values
+    to lay out its patches, so a shape-only run keeps it real (it takes a few bytes)."""
+    return (
+        tensor.device.type == "cpu"
+        and not tensor.is_meta
+        and not tensor.dtype.is_floating_point
+        and tensor.dtype != torch.bool
+        and tensor.dim() == 2
+        and tensor.shape[-1] in (2, 3)
+        and tensor.shape[0] <= 64
+    )

@@ -144,7 +144,9 @@ class ShapeMemo:
                     return _view_of(args[0], *known)
                 return args[0]
         out = run(func, args, kwargs)
-        if key is not None and type(out) in _NO_DATA and not out.is_quantized:
+        if key is not None and type(out) in _NO_DATA and (out.is_meta or isinstance(out, FakeTensor)) and not out.is_quantized:
+            # (A real CPU tensor made in a meta run, a position table from torch.arange: its
+            # values may be read, so it is made again.)
             if kind == "fresh":
                 fake_mode = out.fake_mode if isinstance(out, FakeTensor) else None
                 self._outputs[key] = (tuple(out.shape), out.stride(), out.dtype, out.device, fake_mode)

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import torch
 from torch._C import DispatchKey
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -151,6 +152,16 @@ def _facts(func: Any) -> _OpFacts:
     return facts
 
 
+def _only_real_tensors(args: tuple, kwargs: dict) -> bool:
+    """Some tensor arguments, all of them with values (neither fake nor meta)."""
+    found = False
+    for tensor in _tensors((*args, *kwargs.values())):
+        if isinstance(tensor, FakeTensor) or tensor.is_meta:
+            return False
+        found = True
+    return found
+
+
 def _dtensor_class() -> type | None:
     try:
         from torch.distributed.tensor import DTensor
@@ -273,7 +284,13 @@ class OpCounter(TorchDispatchMode):
                 return result
             self._not_decomposable.add(func)
         try:
-            out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
+            if self._memo is not None and _only_real_tensors(args, kwargs):
+                # A shape-only run keeps an input's size table real (``inputs.is_size_table``):
+                # what is computed from it alone is computed for real, so its values stay known.
+                with unset_fake_temporarily():
+                    out = shapes.run(func, args, kwargs)
+            else:
+                out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
         except RuntimeError:
             # A meta model's forward made a CPU tensor (a position table from torch.arange) and
             # mixes it with meta ones: on the device, both would be there. Values are not needed

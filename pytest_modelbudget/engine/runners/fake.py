@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..inputs import RandomInput, map_inputs
+from ..inputs import RandomInput, is_size_table, map_inputs
 from ..inventory import TensorInventory
 from ..step import Step, Watched
 
@@ -25,6 +25,8 @@ def run_fake(step: Step, tensors: TensorInventory, *, meta_as_cpu: bool = False)
         return fake_mode.from_tensor(tensor, static_shapes=True)
 
     def input_to_fake(tensor: torch.Tensor) -> torch.Tensor:
+        if is_size_table(tensor):
+            return tensor  # its values lay out the patches; the counter runs its ops for real
         # The inputs go where the weights are: CPU inputs of a meta model become meta.
         if tensors.on_meta and not meta_as_cpu and not tensor.is_meta:
             tensor = tensor.to("meta")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..inputs import map_inputs
+from ..inputs import is_size_table, map_inputs
 from ..inventory import TensorInventory
 from ..step import Step, Watched
 
@@ -18,6 +18,6 @@ def run_meta(step: Step, tensors: TensorInventory) -> Watched:
 
     stand_ins = tensors.stand_ins(step.model, alias)
     args, keywords = map_inputs(
-        (step.args, step.keywords), lambda t: t if t.is_meta else t.to("meta"), lambda spec: spec.make("meta")
+        (step.args, step.keywords), lambda t: t if t.is_meta or is_size_table(t) else t.to("meta"), lambda spec: spec.make("meta")
     )
     return step.watched(stand_ins, args, keywords, shapes_only=True)

@@ -94,6 +94,8 @@ def default_inputs(model: torch.nn.Module, config: Any, batch: int = 1, length: 
     if "input_ids" in accepted and vocab:
         inputs["input_ids"] = _ids(batch, length, vocab)
     image_config = getattr(config, "vision_config", None) or config
+    if "grid_thw" in accepted and not inputs:
+        inputs.update(_patches_and_grid(accepted, image_config, batch))
     # Two towers side by side (CLIP, SigLIP) take text and images; a generative vision-language
     # model splices image features into its token ids at image tokens, a layout we do not guess:
     # it gets text alone.
@@ -167,6 +169,31 @@ def _pixels(batch: int, config: Any) -> torch.Tensor:
     if isinstance(frames, int) and frames > 0:  # video: (batch, frames, channels, height, width)
         return torch.randn(batch, frames, channels, height, width)
     return torch.randn(batch, channels, height, width)
+
+
+#: Patches a side of the default image in a vision tower that takes flattened patches and their
+#: grid (Qwen2-VL's family): 16 x 16 patches, a 224-pixel image at 14-pixel patches.
+GRID_SIDE = 16
+
+
+def _patches_and_grid(accepted: Any, config: Any, batch: int) -> dict[str, torch.Tensor]:
+    """A vision tower's flattened patches and ``grid_thw`` (frames, height, width in patches, one
+    row per image), as its image processor makes them: each patch holds ``temporal_patch_size``
+    frames of ``patch_size`` x ``patch_size`` pixels in every channel."""
+    patch = getattr(config, "patch_size", None)
+    if not isinstance(patch, int):
+        return {}
+    first = next((name for name in ("hidden_states", "pixel_values") if name in accepted), None)
+    if first is None:
+        return {}
+    merge = getattr(config, "spatial_merge_size", None) or 1
+    side = max(merge, GRID_SIDE // merge * merge)
+    frames = getattr(config, "temporal_patch_size", None) or 1
+    channels = getattr(config, "in_channels", None) or getattr(config, "num_channels", None) or getattr(config, "in_chans", None) or 3
+    return {
+        first: torch.randn(batch * side * side, channels * frames * patch * patch),
+        "grid_thw": torch.tensor([[1, side, side]] * batch),
+    }
 
 
 def _video(batch: int, config: Any) -> torch.Tensor | None:
