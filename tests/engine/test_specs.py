@@ -201,18 +201,34 @@ def test_time_series_and_video_towers_get_inputs_from_their_config(family, key, 
     assert stats.params == built.model.num_parameters() and stats.execution == "fake"
 
 
-def test_a_vision_tower_gets_patches_and_a_grid_it_reads_the_values_of():
+@pytest.mark.parametrize(
+    ("family", "overrides", "expected"),
+    [
+        (
+            "qwen3_vl_vision",
+            dict(depth=2, hidden_size=64, num_heads=4, intermediate_size=128, out_hidden_size=64, deepstack_visual_indexes=[]),
+            {"hidden_states": (256, 3 * 2 * 16 * 16), "grid_thw": (1, 3)},
+        ),
+        (
+            "siglip2_vision_model",
+            SMALL,
+            {"pixel_values": (1, 256, 3 * 16 * 16), "pixel_attention_mask": (1, 256), "spatial_shapes": (1, 2)},
+        ),
+    ],
+    ids=["qwen3-vl grid_thw", "siglip2 naflex"],
+)
+def test_vision_towers_get_patches_and_the_size_table_they_read(family, overrides, expected):
     # Qwen3-VL's tower takes flattened patches and grid_thw (frames, height, width in patches per
-    # image), and reads the grid's values to lay out positions and attention windows: the grid
-    # stays a real CPU tensor on meta and fake runs alike.
+    # image), SigLIP2's NaFlex tower patches and spatial_shapes; both read the table's values to
+    # lay out positions, so it stays a real CPU tensor in meta and fake runs alike.
     from pytest_modelbudget.engine.specs.hf import build_hf
 
-    overrides = dict(depth=2, hidden_size=64, num_heads=4, intermediate_size=128, out_hidden_size=64, deepstack_visual_indexes=[])
-    built = build_hf("qwen3_vl_vision", overrides, meta=True)
-    assert shapes(built.inputs) == {"hidden_states": (256, 3 * 2 * 16 * 16), "grid_thw": (1, 3)}
-    assert built.inputs["grid_thw"].tolist() == [[1, 16, 16]]
+    built = build_hf(family, overrides, meta=True)
+    assert shapes(built.inputs) == expected
+    table = built.inputs.get("grid_thw", built.inputs.get("spatial_shapes"))
+    assert table.tolist()[0][-2:] == [16, 16]
     on_meta = measure_checked(built.model, inputs=built.inputs)
-    cpu_model = build_hf("qwen3_vl_vision", overrides, meta=False).model
+    cpu_model = build_hf(family, overrides, meta=False).model
     on_cpu = measure_checked(cpu_model, inputs=built.inputs)
     assert on_meta.execution == on_cpu.execution == "fake"
     assert on_meta.params == on_cpu.params == cpu_model.num_parameters()

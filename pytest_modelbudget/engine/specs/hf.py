@@ -6,6 +6,7 @@ at the feature extractor's shapes, decoder ids for encoder-decoders."""
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,9 @@ def default_inputs(model: torch.nn.Module, config: Any, batch: int = 1, length: 
     # model splices image features into its token ids at image tokens, a layout we do not guess:
     # it gets text alone.
     wants_images = "pixel_values" in accepted and (not inputs or not _has_image_tokens(config))
-    if wants_images and getattr(image_config, "image_size", None) is not None:
+    if wants_images and "spatial_shapes" in accepted and getattr(image_config, "num_patches", None):
+        inputs.update(_flexible_patches(image_config, batch))
+    elif wants_images and getattr(image_config, "image_size", None) is not None:
         inputs["pixel_values"] = _pixels(batch, image_config)
     elif wants_images and not inputs:  # detection and backbone configs state no image size
         channels = getattr(image_config, "num_channels", None) or getattr(getattr(config, "backbone_config", None), "num_channels", 3)
@@ -193,6 +196,18 @@ def _patches_and_grid(accepted: Any, config: Any, batch: int) -> dict[str, torch
     return {
         first: torch.randn(batch * side * side, channels * frames * patch * patch),
         "grid_thw": torch.tensor([[1, side, side]] * batch),
+    }
+
+
+def _flexible_patches(config: Any, batch: int) -> dict[str, torch.Tensor]:
+    """SigLIP2's NaFlex inputs at the config's ``num_patches``: flattened patches of a square
+    image, the mask of real patches (all of them), and each image's grid of patches."""
+    side = math.isqrt(config.num_patches)
+    patch, channels = config.patch_size, getattr(config, "num_channels", None) or 3
+    return {
+        "pixel_values": torch.randn(batch, side * side, channels * patch * patch),
+        "pixel_attention_mask": torch.ones(batch, side * side, dtype=torch.long),
+        "spatial_shapes": torch.tensor([[side, side]] * batch),
     }
 
 
