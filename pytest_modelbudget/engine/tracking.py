@@ -15,8 +15,8 @@ from typing import Any, Iterator
 
 import torch
 from torch._C import DispatchKey
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -126,13 +126,12 @@ class _OpFacts:
     """What the counter needs to know of one op overload, worked out on its first call: a
     looping model runs the same few ops tens of thousands of times."""
 
-    __slots__ = ("query", "decomposable", "view", "moves", "overwrites", "communication", "price", "name")
+    __slots__ = ("query", "decomposable", "moves", "overwrites", "communication", "price", "name")
 
     def __init__(self, func: Any) -> None:
         packet = func._overloadpacket
         self.query = func in _QUERIES
         self.decomposable = func.namespace == "aten" and not has_formula(func)
-        self.view = func.is_view
         #: Whether a kernel reads or writes memory (``_traffic``).
         self.moves = not func.is_view and packet not in _MOVES_NOTHING
         self.overwrites = packet in _OVERWRITES
