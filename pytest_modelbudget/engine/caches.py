@@ -44,8 +44,20 @@ def _caches_in(value: Any) -> Iterator[Any]:
 def method_caches(model: torch.nn.Module) -> list[Any]:
     """The lru caches of the model's classes (their methods, up to ``nn.Module``) and of the
     modules that define them (module-level functions their ``forward`` may call)."""
+    classes = frozenset(type(module) for module in model.modules())
+    known = _FOUND.get(classes)
+    if known is None:
+        known = _FOUND[classes] = _find(classes)
+    return known
+
+
+# The classes of a model -> their caches: a class's methods are set when it is defined, so they
+# are looked for once per set of classes (a few ms for a large transformers module's globals).
+_FOUND: dict[frozenset[type], list[Any]] = {}
+
+
+def _find(classes: frozenset[type]) -> list[Any]:
     found: dict[int, Any] = {}
-    classes = {type(module) for module in model.modules()}
     namespaces: dict[int, dict[str, Any]] = {}
     for cls in classes:
         for klass in cls.__mro__:

@@ -128,12 +128,11 @@ class ShapeMemo:
 
     def __init__(self) -> None:
         self._outputs: dict[Hashable, tuple[Any, ...]] = {}
-        self._kinds: dict[int, str | None] = {}  # by id(func)
 
     def run(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        kind = self._kinds.get(id(func), "?")
+        kind = _KINDS.get(id(func), "?")
         if kind == "?":
-            kind = self._kinds[id(func)] = _memo_kind(func)
+            kind = _KINDS[id(func)] = _memo_kind(func)
         key = self._key(func, args, kwargs) if kind is not None else None
         if key is not None:
             known = self._outputs.get(key)
@@ -212,6 +211,9 @@ def _meta_key(values: Any) -> tuple:
             raise _NotMemoizable  # SymInts, script objects, anything else
     return tuple(key)
 
+
+#: id(op overload) -> its ``_memo_kind``, a property of its schema.
+_KINDS: dict[int, str | None] = {}
 
 #: In-place ops that change their argument's size or storage: their output is not their input's
 #: metadata (those that only restride carry the ``inplace_view`` tag).
