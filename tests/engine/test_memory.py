@@ -360,6 +360,29 @@ def test_a_python_loop_agrees_with_memtracker_and_the_flop_counter(mode):
     assert stats.layers["cell"].calls == 24
 
 
+class FlatParams(nn.Module):
+    """One flat buffer, and the layer weights as parameters that view it (as flattening wrappers
+    keep them): four tensors, one storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("flat", torch.randn(3 * 16 * 16))
+        self.a, self.b, self.c = (nn.Parameter(self.flat[i * 256:(i + 1) * 256].view(16, 16)) for i in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.a @ self.b @ self.c
+
+
+def test_parameters_that_view_one_flat_buffer_are_held_once():
+    # Plain weights become fake tensors directly; tensors that share a storage keep PyTorch's
+    # converter, which keeps it one storage: 3 KB held once, as MemTracker counts it.
+    model = FlatParams()
+    x = torch.randn(4, 16)
+    expected = memtracker_peak(model, x, "inference")
+    stats = measure_checked(model, inputs=x, device="cpu")
+    assert stats.execution == "fake" and stats.peak_memory == expected
+
+
 class LSTMLanguageModel(nn.Module):
     def __init__(self, recurrent: type[nn.Module]) -> None:
         super().__init__()

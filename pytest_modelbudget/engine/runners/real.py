@@ -60,7 +60,7 @@ class WriteGuard(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self._storages: set[int] = set()  # data pointers of the model's storages
+        self._storages: set[int] = set()  # the model's storages (their StorageImpl addresses)
         self._written: dict[int, list[int]] = {}  # id(op) -> indices of the arguments it writes
 
     def alias(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -68,7 +68,7 @@ class WriteGuard(TorchDispatchMode):
         watched by its storage (quantized, sparse, a tensor subclass)."""
         if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.layout != torch.strided or tensor.is_quantized:
             return _private_copy(tensor)
-        self._storages.add(tensor.untyped_storage().data_ptr())
+        self._storages.add(tensor.untyped_storage()._cdata)
         return tensor.detach()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -86,10 +86,10 @@ class WriteGuard(TorchDispatchMode):
 
     def _writes_model(self, tensor: torch.Tensor) -> bool:
         try:
-            pointer = tensor.untyped_storage().data_ptr()
+            storage = tensor.untyped_storage()._cdata
         except (RuntimeError, NotImplementedError):  # no storage of its own (a subclass)
             return False
-        return pointer != 0 and pointer in self._storages
+        return storage in self._storages
 
 
 def _written_arguments(func: Any) -> list[int]:
