@@ -143,7 +143,7 @@ class ShapeMemo:
                     return _view_of(args[0], *known)
                 return args[0]
         out = run(func, args, kwargs)
-        if key is not None and type(out) in _NO_DATA and (out.is_meta or isinstance(out, FakeTensor)) and not out.is_quantized:
+        if key is not None and (type(out) is FakeTensor or (type(out) is torch.Tensor and out.is_meta)) and not out.is_quantized:
             # (A real CPU tensor made in a meta run, a position table from torch.arange: its
             # values may be read, so it is made again.)
             if kind == "fresh":
@@ -188,7 +188,6 @@ class _NotMemoizable(Exception):
     pass
 
 
-_NO_DATA = {FakeTensor, torch.Tensor}
 _SCALARS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout, torch.memory_format)
 
 

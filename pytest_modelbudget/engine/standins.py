@@ -94,6 +94,12 @@ class StandIns:
                         current.update(before)
 
 
+def own_tensors(module: torch.nn.Module) -> list[torch.Tensor]:
+    """Every tensor a module holds itself: parameters, buffers, plain tensor attributes."""
+    tensors = [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
+    return tensors + list(_tensor_attributes(module).values())
+
+
 def _tensor_attributes(module: torch.nn.Module) -> dict[str, Any]:
     """Plain tensor attributes: not registered, but ``forward`` may read or write them."""
     return {key: value for key, value in vars(module).items() if isinstance(value, torch.Tensor)}

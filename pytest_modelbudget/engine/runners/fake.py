@@ -8,6 +8,7 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from ..inputs import RandomInput, is_size_table, map_inputs
 from ..inventory import TensorInventory
+from ..standins import own_tensors
 from ..step import Step, Watched
 
 
@@ -77,10 +78,8 @@ def _shared_storages(model: torch.nn.Module) -> set[int]:
     seen: dict[int, int] = {}
     users: dict[int, int] = {}
     for module in model.modules():
-        tensors = [*module._parameters.values(), *module._buffers.values()]
-        tensors += [value for value in vars(module).values() if isinstance(value, torch.Tensor)]
-        for tensor in tensors:
-            if tensor is None or id(tensor) in seen or tensor.is_meta or type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+        for tensor in own_tensors(module):
+            if id(tensor) in seen or tensor.is_meta or type(tensor) not in (torch.Tensor, torch.nn.Parameter):
                 continue
             try:
                 storage = tensor.untyped_storage()._cdata

@@ -61,7 +61,7 @@ class WriteGuard(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self._storages: set[int] = set()  # the model's storages (their StorageImpl addresses)
-        self._written: dict[int, list[int]] = {}  # id(op) -> indices of the arguments it writes
+        self._written: dict[int, list[tuple[int, str]]] = {}  # id(op) -> the arguments it writes
 
     def alias(self, tensor: torch.Tensor) -> torch.Tensor:
         """The tensor itself under another name (no copy), watched; a copy where it cannot be
@@ -76,9 +76,8 @@ class WriteGuard(TorchDispatchMode):
         written = self._written.get(id(func))
         if written is None:
             written = self._written[id(func)] = _written_arguments(func)
-        for index in written:
-            schema_argument = func._schema.arguments[index]
-            value = args[index] if index < len(args) else kwargs.get(schema_argument.name)
+        for index, name in written:
+            value = args[index] if index < len(args) else kwargs.get(name)
             for tensor in value if isinstance(value, (list, tuple)) else (value,):
                 if isinstance(tensor, torch.Tensor) and self._writes_model(tensor):
                     raise WouldWrite(f"{func} would write one of the model's tensors")
@@ -92,9 +91,9 @@ class WriteGuard(TorchDispatchMode):
         return storage in self._storages
 
 
-def _written_arguments(func: Any) -> list[int]:
+def _written_arguments(func: Any) -> list[tuple[int, str]]:
     return [
-        index
+        (index, argument.name)
         for index, argument in enumerate(func._schema.arguments)
         if argument.alias_info is not None and argument.alias_info.is_write
     ]

@@ -21,6 +21,7 @@ from ..inputs import RandomInput, map_inputs
 from ..inventory import TensorInventory
 from ..memory import plain_tensors, storage_of
 from ..parallel import Parallel, fake_world, shard
+from ..standins import own_tensors
 from ..step import Step, Watched, first_line
 
 
@@ -59,10 +60,8 @@ def fake_copy(model: torch.nn.Module, fake_mode: FakeTensorMode) -> torch.nn.Mod
 
     memo: dict[int, Any] = {}
     for module in model.modules():
-        tensors = [*module._parameters.values(), *module._buffers.values()]
-        tensors += [value for value in vars(module).values() if isinstance(value, torch.Tensor)]
-        for tensor in tensors:
-            if tensor is not None and id(tensor) not in memo:
+        for tensor in own_tensors(module):
+            if id(tensor) not in memo:
                 memo[id(tensor)] = to_fake(tensor)
     try:
         return copy.deepcopy(model, memo)
