@@ -7,9 +7,11 @@ takes no memory unless a real run needs it."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils._pytree import tree_map_only
@@ -133,16 +135,36 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def is_size_table(tensor: torch.Tensor) -> bool:
+#: Off while a shape-only run starts over without real size tables (``size_tables_unknown``).
+_KEEP_SIZE_TABLES: ContextVar[bool] = ContextVar("keep_size_tables", default=True)
+
+
+def is_size_table(tensor: torch.Tensor, *, made_on: str | None = None) -> bool:
     """A small integer table of sizes given as an input, such as a vision tower's ``grid_thw``
     (one row of frames, height, width per image) or ``image_sizes``: the model reads its values
-    to lay out its patches, so a shape-only run keeps it real (it takes a few bytes)."""
+    to lay out its patches, so a shape-only run keeps it real (it takes a few bytes).
+    ``made_on``: a table made in forward on that device (``"meta"``) qualifies too."""
     return (
-        tensor.device.type == "cpu"
-        and not tensor.is_meta
+        _KEEP_SIZE_TABLES.get()
+        and (tensor.device.type == "cpu" and not tensor.is_meta or made_on is not None and tensor.device.type == made_on)
         and not tensor.dtype.is_floating_point
         and tensor.dtype != torch.bool
         and tensor.dim() == 2
         and tensor.shape[-1] in (2, 3)
         and tensor.shape[0] <= 64
     )
+
+
+def keeps_size_tables() -> bool:
+    return _KEEP_SIZE_TABLES.get()
+
+
+@contextlib.contextmanager
+def size_tables_unknown() -> Iterator[None]:
+    """Shape-only runs keep no table of sizes real: for the rare model that writes values only
+    a real run knows into one."""
+    token = _KEEP_SIZE_TABLES.set(False)
+    try:
+        yield
+    finally:
+        _KEEP_SIZE_TABLES.reset(token)

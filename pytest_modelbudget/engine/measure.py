@@ -26,12 +26,13 @@ from torch.nn.parameter import is_lazy
 from ..errors import MeasureError
 from ..gpus import GPUS, Gpu
 from ..stats import ModelStats
-from .inputs import call_arguments
+from .inputs import call_arguments, size_tables_unknown
 from .inventory import TensorInventory
 from .parallel import Parallel
 from .runners import run_cuda, run_fake, run_meta, run_real, run_sharded
 from .step import ForwardError, Step, Watched, first_line
 from .target import MemoryTarget
+from .tracking import ValuesUnknown
 from .wrappers import unwrap
 
 MODES = ("inference", "training")
@@ -206,6 +207,18 @@ def _sharded_stats(
 
 
 def _run_shapes_only(step: Step, tensors: TensorInventory) -> Watched:
+    try:
+        return _shapes_only_attempts(step, tensors)
+    except Exception as error:
+        if not isinstance(error.error if isinstance(error, ForwardError) else error, ValuesUnknown):
+            raise
+    # The forward wrote values only a real run knows into a table of sizes it made: once more
+    # with no real table, as if none were kept (a meta run does not need their values).
+    with size_tables_unknown():
+        return _shapes_only_attempts(step, tensors)
+
+
+def _shapes_only_attempts(step: Step, tensors: TensorInventory) -> Watched:
     """A meta model runs directly on meta, the cheapest; what meta cannot run (CPU tensors made
     in forward, autocast, which has no meta dispatch key) runs on fake tensors. When both fail,
     the meta run's error is the one that says what the model did."""

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import torch
 from torch._C import DispatchKey
-from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
+from torch._subclasses.fake_tensor import FakeTensor, _is_tensor_constructor, unset_fake_temporarily
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_leaves
 from . import shapes
 from .formulas import has_formula
 from .formulas.table import Pricer, pricer
+from .inputs import is_size_table, keeps_size_tables
 from ..gpus import Gpu
 from ..stats import MAX_SHAPES
 from .memory import MemoryLedger
@@ -126,7 +127,7 @@ class _OpFacts:
     """What the counter needs to know of one op overload, worked out on its first call: a
     looping model runs the same few ops tens of thousands of times."""
 
-    __slots__ = ("query", "decomposable", "moves", "overwrites", "communication", "price", "name")
+    __slots__ = ("query", "decomposable", "moves", "overwrites", "communication", "price", "name", "constructor", "written")
 
     def __init__(self, func: Any) -> None:
         packet = func._overloadpacket
@@ -138,6 +139,9 @@ class _OpFacts:
         self.communication = func.namespace in _COMMUNICATION
         self.price: Pricer = pricer(func)
         self.name = str(packet).removeprefix("aten.")
+        #: Makes a tensor from no tensor (``torch.empty``, ``torch.zeros``).
+        self.constructor = _is_tensor_constructor(func)
+        self.written = written_arguments(func)
 
 
 _FACTS: dict[int, _OpFacts] = {}
@@ -149,6 +153,34 @@ def _facts(func: Any) -> _OpFacts:
     if facts is None:
         facts = _FACTS[id(func)] = _OpFacts(func)
     return facts
+
+
+def written_arguments(func: Any) -> list[tuple[int, str]]:
+    """Position and name of each argument the op writes (in-place, ``out=``)."""
+    return [
+        (index, argument.name)
+        for index, argument in enumerate(func._schema.arguments)
+        if argument.alias_info is not None and argument.alias_info.is_write
+    ]
+
+
+class ValuesUnknown(RuntimeError):
+    """A shape-only run would write values it does not know into a tensor whose values it keeps."""
+
+
+def _made_table(out: Any) -> bool:
+    if isinstance(out, FakeTensor):
+        return out.device.type == "cpu" and is_size_table(out)
+    return isinstance(out, torch.Tensor) and is_size_table(out, made_on="meta")
+
+
+def _writes_real(written: list[tuple[int, str]], args: tuple, kwargs: dict) -> bool:
+    for index, name in written:
+        value = args[index] if index < len(args) else kwargs.get(name)
+        for tensor in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(tensor, torch.Tensor) and not isinstance(tensor, FakeTensor) and not tensor.is_meta:
+                return True
+    return False
 
 
 def _only_real_tensors(args: tuple, kwargs: dict) -> bool:
@@ -199,6 +231,9 @@ class OpCounter(TorchDispatchMode):
         self._dtensor = _dtensor_class() if into_dtensors else None
         #: Outputs of repeated ops made from their first call's metadata; shape-only runs only.
         self._memo = shapes.ShapeMemo() if shapes_only else None
+        #: Whether a shape-only run computes for real what real tensors alone give (tables of
+        #: sizes), or, once told no table is kept, fakes every tensor as PyTorch would.
+        self._real_values = shapes_only and keeps_size_tables()
         #: Follows allocations and frees when the step's memory is estimated.
         self.ledger = ledger
         self._module_names = module_names
@@ -283,13 +318,26 @@ class OpCounter(TorchDispatchMode):
                 return result
             self._not_decomposable.add(func)
         try:
-            if self._memo is not None and _only_real_tensors(args, kwargs):
+            if self._real_values and _only_real_tensors(args, kwargs):
                 # A shape-only run keeps an input's size table real (``inputs.is_size_table``):
                 # what is computed from it alone is computed for real, so its values stay known.
                 with unset_fake_temporarily():
                     out = shapes.run(func, args, kwargs)
+            elif self._memo is not None:
+                if self._real_values and facts.written and _writes_real(facts.written, args, kwargs):
+                    # Unknown values written into a real size table: what it holds would be wrong.
+                    raise ValuesUnknown(f"{func} writes values only a real run knows into a table of sizes")
+                out = self._memo.run(func, args, kwargs)
+                if facts.constructor and _made_table(out):
+                    # A table of sizes built in forward (D-FINE's ``spatial_shapes``, filled with
+                    # Python ints) is kept real as an input's is, so its values stay known; on
+                    # the CPU, where a meta model's CPU tensors go (``shapes.cpu_to_meta``).
+                    with unset_fake_temporarily():
+                        out = shapes.run(func, args, {**kwargs, "device": torch.device("cpu")})
             else:
-                out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
+                out = shapes.run(func, args, kwargs)
+        except ValuesUnknown:
+            raise
         except RuntimeError:
             # A meta model's forward made a CPU tensor (a position table from torch.arange) and
             # mixes it with meta ones: on the device, both would be there. Values are not needed

@@ -69,8 +69,8 @@ def test_a_statically_quantized_cnn_with_per_channel_weights():
     assert stats.bytes == conv_weights + fc_weights + per_channel + (conv_bias + fc_bias) * 4 + input_quantizer
     assert stats.macs == 2 * 16 * 16 * 16 * 27 + 2 * 16 * 10
     assert stats.uncounted_ops == {}
-    # quantize_per_tensor reads its scale as a Python number: a real run, and it says why.
-    assert stats.execution == "real" and "_local_scalar_dense" in stats.notes[0]
+    # The quantized kernels have no shape-only (fake) version: a real run, and it says why.
+    assert stats.execution == "real" and "quantized::conv2d" in stats.notes[0]
     assert stats.layers["conv"].macs == 2 * 16 * 16 * 16 * 27
 
 

@@ -60,7 +60,14 @@ def _plain_fake(tensor: torch.Tensor, fake_mode: FakeTensorMode) -> torch.Tensor
         return None
     with torch._C._DisableTorchDispatch():
         meta = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")
-    fake = FakeTensor(fake_mode, meta, tensor.device, _is_param=type(tensor) is torch.nn.Parameter)
+    constant = None
+    if tensor.numel() == 1 and tensor.device.type == "cpu":
+        # A one-element weight keeps its value, as FakeTensorMode keeps a one-element tensor
+        # made in forward: models read such scalars (D-FINE's ``up``, Mimi's ``.item()``) and
+        # would otherwise need a whole real run. A copy: a write to it must not reach the model.
+        with torch._C._DisableTorchDispatch():
+            constant = tensor.detach().clone()
+    fake = FakeTensor(fake_mode, meta, tensor.device, constant=constant, _is_param=type(tensor) is torch.nn.Parameter)
     return fake.requires_grad_(True) if tensor.requires_grad else fake
 
 

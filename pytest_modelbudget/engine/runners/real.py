@@ -19,6 +19,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..inputs import RandomInput, map_inputs
 from ..inventory import TensorInventory
 from ..step import ForwardError, Step, Watched
+from ..tracking import written_arguments
 
 
 def run_real(step: Step, tensors: TensorInventory) -> Watched:
@@ -75,7 +76,7 @@ class WriteGuard(TorchDispatchMode):
         kwargs = kwargs or {}
         written = self._written.get(id(func))
         if written is None:
-            written = self._written[id(func)] = _written_arguments(func)
+            written = self._written[id(func)] = written_arguments(func)
         for index, name in written:
             value = args[index] if index < len(args) else kwargs.get(name)
             for tensor in value if isinstance(value, (list, tuple)) else (value,):
@@ -90,10 +91,3 @@ class WriteGuard(TorchDispatchMode):
             return False
         return storage in self._storages
 
-
-def _written_arguments(func: Any) -> list[tuple[int, str]]:
-    return [
-        (index, argument.name)
-        for index, argument in enumerate(func._schema.arguments)
-        if argument.alias_info is not None and argument.alias_info.is_write
-    ]

@@ -1,0 +1,148 @@
+"""Values a shape-only run keeps because they are known without running the model: a table of
+sizes a forward builds from shapes (D-FINE's ``spatial_shapes``) and a one-element weight (D-FINE's
+``up``, a step count). A model that reads them needs no real run; one that writes values only a
+real run knows into such a table still gets the right figures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..helpers import measure_checked
+
+
+def flop_counter_macs(model: nn.Module, x: torch.Tensor) -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+class Pyramid(nn.Module):
+    """Two feature levels flattened into one sequence and split again by a table of their sizes
+    built in forward, which is checked by reading its values (as the deformable DETRs do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = [self.stem(x)]
+        levels.append(self.down(levels[0]))
+        sizes = torch.empty((len(levels), 2), dtype=torch.long, device=x.device)
+        for index, level in enumerate(levels):
+            sizes[index, 0] = level.shape[-2]
+            sizes[index, 1] = level.shape[-1]
+        flat = torch.cat([level.flatten(2).transpose(1, 2) for level in levels], 1)
+        lengths = sizes[:, 0] * sizes[:, 1]
+        if lengths.sum() != flat.shape[1]:
+            raise ValueError("the levels' sizes do not add up to the sequence")
+        return sum(self.proj(part).mean(1) for part in flat.split(lengths.tolist(), 1))
+
+
+# By hand, for a 1x3x16x16 input: the stem's 16x16 outputs x 8 channels x (3 x 3x3), the strided
+# conv's 8x8 x 8 x (8 x 3x3), the projection of 256 + 64 tokens, 8 x 8 each.
+PYRAMID_MACS = 16 * 16 * 8 * 27 + 8 * 8 * 8 * 72 + (256 + 64) * 64
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_table_of_sizes_built_in_forward_keeps_its_values(device):
+    with torch.device(device):
+        model = Pyramid()
+    stats = measure_checked(model, input_size=(1, 3, 16, 16))
+    assert stats.execution == "fake" and stats.notes == []
+    assert stats.macs == PYRAMID_MACS == flop_counter_macs(Pyramid(), torch.randn(1, 3, 16, 16))
+
+
+class Flagged(nn.Module):
+    """Writes a value computed from its input into a table it made, then branches on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wide, self.narrow = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flags = torch.zeros((2, 2), dtype=torch.long, device=x.device)
+        flags[0, 0] = (x.sum() > 0).long()
+        return self.wide(x) if flags.sum() > 0 else self.narrow(x)
+
+
+def test_a_table_written_with_values_only_a_real_run_knows_is_not_trusted():
+    # The table's zeros would send a shape-only run down the narrow branch; the input's sum is
+    # positive, so the model takes the wide one: a real run, which says why.
+    stats = measure_checked(Flagged(), torch.ones(3, 4))
+    assert stats.execution == "real" and "fake execution failed" in stats.notes[0]
+    assert stats.macs == 3 * 4 * 4
+    assert stats.unused_params == ["narrow.weight", "narrow.bias"]
+
+
+class Tagged(nn.Module):
+    """Writes an unknown value into a table it made, and only adds it: no value is needed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tags = torch.zeros((2, 2), dtype=torch.long, device=x.device)
+        tags[0] = x[0, :2].argmax()
+        return self.linear(x) + tags.sum()
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_table_written_with_unknown_values_that_are_never_read_stays_shape_only(device):
+    # Measured again with no table kept real: on meta, as before tables were kept.
+    with torch.device(device):
+        model = Tagged()
+    stats = measure_checked(model, input_size=(3, 4))
+    assert stats.execution == "fake" and stats.macs == 3 * 4 * 4
+
+
+class Repeated(nn.Module):
+    """Reads a one-element weight as a Python number, and counts its calls in a buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times = nn.Parameter(torch.tensor(3.0))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        for _ in range(int(self.times)):
+            x = self.linear(x)
+        return x * self.times
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_a_one_element_weight_keeps_its_value_and_the_model_its_own(mode):
+    # measure_checked also checks that ``calls`` is still 0: the run wrote a copy of it.
+    stats = measure_checked(Repeated(), input_size=(2, 4), mode=mode)
+    assert stats.execution == "fake" and stats.notes == []
+    assert stats.layers["linear"].calls == 3
+    assert stats.macs == 3 * 2 * 4 * 4  # one forward's, in training too (SPEC §2)
+
+
+def test_d_fine_runs_shape_only_on_meta_and_on_the_cpu():
+    # D-FINE reads its one-element ``up`` and ``reg_scale`` weights and checks the table of its
+    # feature levels' sizes: it used to need a real run on the CPU and could not be measured on
+    # meta at all. The count is FlopCounterMode's on a real run of the same config.
+    pytest.importorskip("transformers")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from pytest_modelbudget.engine.specs.hf import build_hf
+
+    overrides = {"decoder_layers": 1, "encoder_layers": 1, "num_queries": 30}
+    built = build_hf("d_fine", overrides, meta=True)
+    on_meta = measure_checked(built.model, inputs=built.inputs)
+    cpu_model = build_hf("d_fine", overrides, meta=False).model
+    on_cpu = measure_checked(cpu_model, inputs=built.inputs)
+    assert on_meta.execution == on_cpu.execution == "fake"
+    assert on_meta.notes == on_cpu.notes == []
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        cpu_model(**built.inputs)
+    assert on_meta.macs == on_cpu.macs == counter.get_total_flops() // 2
+    assert on_meta.params == on_cpu.params == cpu_model.num_parameters()
