@@ -139,16 +139,20 @@ class ShapeMemo:
             if known is not None:
                 if kind == "fresh":
                     return _no_data_tensor(*known)
+                if kind == "fresh tuple":
+                    return tuple(_no_data_tensor(*one) for one in known)
                 if kind == "view":
                     return _view_of(args[0], *known)
                 return args[0]
         out = run(func, args, kwargs)
-        if key is not None and (type(out) is FakeTensor or (type(out) is torch.Tensor and out.is_meta)) and not out.is_quantized:
+        if key is not None and kind == "fresh tuple":
+            if isinstance(out, tuple) and all(_no_data(one) for one in out):
+                self._outputs[key] = tuple(_fresh(one) for one in out)
+        elif key is not None and _no_data(out):
             # (A real CPU tensor made in a meta run, a position table from torch.arange: its
             # values may be read, so it is made again.)
             if kind == "fresh":
-                fake_mode = out.fake_mode if isinstance(out, FakeTensor) else None
-                self._outputs[key] = (tuple(out.shape), out.stride(), out.dtype, out.device, fake_mode)
+                self._outputs[key] = _fresh(out)
             elif kind == "view" and _plain_view(out, args[0]):
                 self._outputs[key] = (tuple(out.shape), out.stride(), out.storage_offset() - args[0].storage_offset())
             elif kind == "inplace" and out is args[0]:
@@ -164,6 +168,15 @@ class ShapeMemo:
         except TypeError:  # an unhashable argument
             return None
         return key
+
+
+def _no_data(out: Any) -> bool:
+    return (type(out) is FakeTensor or (type(out) is torch.Tensor and out.is_meta)) and not out.is_quantized
+
+
+def _fresh(out: torch.Tensor) -> tuple:
+    """What ``_no_data_tensor`` needs to make ``out`` again."""
+    return (tuple(out.shape), out.stride(), out.dtype, out.device, out.fake_mode if isinstance(out, FakeTensor) else None)
 
 
 def _plain_view(out: torch.Tensor, base: torch.Tensor) -> bool:
@@ -221,15 +234,19 @@ _RESIZING = frozenset({"resize_", "resize_as_", "set_", "_resize_output_", "resi
 
 def _memo_kind(func: Any) -> str | None:
     """``"fresh"``: a functional op returning one new tensor whose shape depends on its inputs'
-    shapes only; ``"view"``: a view of its first argument; ``"inplace"``: an op writing its first
+    shapes only; ``"fresh tuple"``: one returning several (BatchNorm's output and statistics,
+    which its Python meta kernel takes a millisecond to make); ``"view"``: a view of its first argument; ``"inplace"``: an op writing its first
     argument only and returning it; None: anything else (run every time)."""
     schema = func._schema
     if func.namespace not in ("aten", "prims"):
         return None
     if any(tag in func.tags for tag in (torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output)):
         return None
-    if len(schema.returns) != 1 or str(schema.returns[0].type) != "Tensor" or not schema.arguments:
+    if not schema.arguments or not schema.returns or any(str(r.type) != "Tensor" for r in schema.returns):
         return None
+    if len(schema.returns) > 1:
+        fresh = not schema.is_mutable and not func.is_view and all(r.alias_info is None for r in schema.returns)
+        return "fresh tuple" if fresh else None
     returned, first = schema.returns[0].alias_info, schema.arguments[0]
     if func.is_view:
         if schema.is_mutable or returned is None or first.alias_info is None:

@@ -360,6 +360,53 @@ def test_a_python_loop_agrees_with_memtracker_and_the_flop_counter(mode):
     assert stats.layers["cell"].calls == 24
 
 
+class NormedStages(nn.Module):
+    """Blocks of the same shapes, as a ResNet stage's: each BatchNorm returns its output and two
+    statistics (three tensors), made from the first block's metadata afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(
+            *(nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()) for _ in range(4))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = F.max_pool2d(self.blocks(x), 2, return_indices=True)
+        return out
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_repeated_batchnorms_agree_with_memtracker(mode):
+    torch.manual_seed(0)
+    model = NormedStages()
+    x = torch.randn(2, 8, 16, 16)
+    expected = memtracker_peak(model, x, mode)
+    stats = measure_checked(model, inputs=x, mode=mode, device="cpu")
+    assert stats.execution == "fake" and stats.peak_memory == expected
+
+
+def test_the_shape_memo_makes_an_op_of_several_outputs_from_its_first_call(monkeypatch):
+    from pytest_modelbudget.engine import shapes
+
+    ran = []
+    run = shapes.run
+    monkeypatch.setattr(shapes, "run", lambda func, args, kwargs: ran.append(func) or run(func, args, kwargs))
+    memo = shapes.ShapeMemo()
+    batch_norm = torch.ops.aten.native_batch_norm.default
+
+    def arguments() -> tuple:
+        x = torch.empty(2, 8, 4, 4, device="meta", dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+        weight = torch.empty(8, device="meta", dtype=torch.bfloat16)
+        return (x, weight, weight, torch.empty(8, device="meta"), torch.empty(8, device="meta"), True, 0.1, 1e-5)
+
+    first, again = memo.run(batch_norm, arguments(), {}), memo.run(batch_norm, arguments(), {})
+    assert ran == [batch_norm]
+    assert isinstance(again, tuple) and len(again) == 3
+    for made, kernel in zip(again, batch_norm(*arguments())):
+        assert (made.shape, made.stride(), made.dtype, made.device) == (kernel.shape, kernel.stride(), kernel.dtype, kernel.device)
+    assert all(a.untyped_storage()._cdata != b.untyped_storage()._cdata for a, b in zip(first, again))
+
+
 class FlatParams(nn.Module):
     """One flat buffer, and the layer weights as parameters that view it (as flattening wrappers
     keep them): four tensors, one storage."""
