@@ -146,7 +146,7 @@ def is_size_table(tensor: torch.Tensor, *, made_on: str | None = None) -> bool:
     ``made_on``: a table made in forward on that device (``"meta"``) qualifies too."""
     return (
         _KEEP_SIZE_TABLES.get()
-        and (tensor.device.type == "cpu" and not tensor.is_meta or made_on is not None and tensor.device.type == made_on)
+        and ((tensor.device.type == "cpu" and not tensor.is_meta) or (made_on is not None and tensor.device.type == made_on))
         and not tensor.dtype.is_floating_point
         and tensor.dtype != torch.bool
         and tensor.dim() == 2

@@ -235,8 +235,9 @@ _RESIZING = frozenset({"resize_", "resize_as_", "set_", "_resize_output_", "resi
 def _memo_kind(func: Any) -> str | None:
     """``"fresh"``: a functional op returning one new tensor whose shape depends on its inputs'
     shapes only; ``"fresh tuple"``: one returning several (BatchNorm's output and statistics,
-    which its Python meta kernel takes a millisecond to make); ``"view"``: a view of its first argument; ``"inplace"``: an op writing its first
-    argument only and returning it; None: anything else (run every time)."""
+    which its Python meta kernel takes a millisecond to make); ``"view"``: a view of its first
+    argument; ``"inplace"``: an op writing its first argument only and returning it; None:
+    anything else (run every time)."""
     schema = func._schema
     if func.namespace not in ("aten", "prims"):
         return None

@@ -90,4 +90,3 @@ class WriteGuard(TorchDispatchMode):
         except (RuntimeError, NotImplementedError):  # no storage of its own (a subclass)
             return False
         return storage in self._storages
-
