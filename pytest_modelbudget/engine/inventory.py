@@ -61,12 +61,21 @@ class TensorInventory:
             for name, module in model.named_modules(remove_duplicate=True)
         }
         layers[""].calls = max(layers[""].calls, 1)
+        # Bytes by storage, so that tensors viewing one storage (parameters kept as views of a
+        # flat buffer) count what they cover once.
+        ranges: dict[str, list[tuple[int, int, int]]] = {name: [] for name in layers}
         for name, tensor in [*self.params.items(), *self.buffers.items()]:
             is_param = name in self.params
-            for layer in _ancestors(layers, name):
-                layer.bytes += tensor_bytes(tensor)
+            span = _byte_range(tensor)
+            for layer_name, layer in _ancestors_named(layers, name):
+                if span is None:
+                    layer.bytes += tensor_bytes(tensor)
+                else:
+                    ranges[layer_name].append(span)
                 if is_param:
                     layer.params += tensor.numel()
+        for name, spans in ranges.items():
+            layers[name].bytes += _covered_bytes(spans)
         for name, tensor in self.packed.items():
             for layer in _ancestors(layers, name):
                 layer.bytes += tensor_bytes(tensor)
@@ -160,11 +169,44 @@ def _storage_holders(tensors: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
 
 def _ancestors(layers: dict[str, LayerStats], name: str) -> Iterator[LayerStats]:
     """The layers that contain ``name`` (a tensor's or, with a trailing dot, a module's)."""
+    for _, layer in _ancestors_named(layers, name):
+        yield layer
+
+
+def _ancestors_named(layers: dict[str, LayerStats], name: str) -> Iterator[tuple[str, LayerStats]]:
     parts = name.split(".")
     for end in range(len(parts)):
-        layer = layers.get(".".join(parts[:end]))
+        prefix = ".".join(parts[:end])
+        layer = layers.get(prefix)
         if layer is not None:
-            yield layer
+            yield prefix, layer
+
+
+def _byte_range(tensor: torch.Tensor) -> tuple[int, int, int] | None:
+    """(storage, first byte, end) of a plain contiguous tensor; None for anything else (a
+    strided view, a subclass, a quantized or sub-byte tensor), which counts its own bytes."""
+    if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.layout != torch.strided:
+        return None
+    if tensor.is_quantized or tensor.dtype in _SUB_BYTE_BITS or not tensor.is_contiguous():
+        return None
+    try:
+        storage = tensor.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError):
+        return None
+    start = tensor.storage_offset() * tensor.element_size()
+    return storage, start, start + tensor.numel() * tensor.element_size()
+
+
+def _covered_bytes(spans: list[tuple[int, int, int]]) -> int:
+    """Bytes the spans cover, each storage's overlaps counted once."""
+    total, storage, reach = 0, None, 0
+    for this_storage, start, end in sorted(spans):
+        if this_storage != storage:
+            storage, reach = this_storage, start
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 _SUB_BYTE_BITS = {getattr(torch, f"{kind}{bits}"): bits for kind in ("uint", "int") for bits in range(1, 8) if hasattr(torch, f"{kind}{bits}")}

@@ -422,12 +422,33 @@ class FlatParams(nn.Module):
 
 def test_parameters_that_view_one_flat_buffer_are_held_once():
     # Plain weights become fake tensors directly; tensors that share a storage keep PyTorch's
-    # converter, which keeps it one storage: 3 KB held once, as MemTracker counts it.
+    # converter, which keeps it one storage: 3 KB held once, as MemTracker counts it, and as
+    # ``bytes`` counts it (the three parameters' 1 KB each are the buffer's).
     model = FlatParams()
     x = torch.randn(4, 16)
     expected = memtracker_peak(model, x, "inference")
     stats = measure_checked(model, inputs=x, device="cpu")
     assert stats.execution == "fake" and stats.peak_memory == expected
+    assert stats.bytes == model.flat.untyped_storage().nbytes() == 3 * 16 * 16 * 4
+    assert stats.params == 3 * 16 * 16 and stats.buffer_elements == 3 * 16 * 16
+
+
+def test_views_of_one_storage_count_what_they_cover():
+    # A flat buffer, its two halves as parameters of two layers, and a strided (transposed)
+    # view of it, which counts its own bytes: each layer its own, the model the storage once
+    # plus the strided view.
+    flat = torch.randn(2 * 8 * 4)
+    model = nn.Module()
+    model.register_buffer("flat", flat)
+    model.a, model.b = nn.Module(), nn.Module()
+    model.a.weight = nn.Parameter(flat[:32].view(8, 4))
+    model.b.weight = nn.Parameter(flat[32:].view(8, 4))
+    model.b.register_buffer("transposed", flat[32:].view(8, 4).t())
+    model.forward = lambda x: x @ model.a.weight.t() + x @ model.b.weight.t()
+    stats = measure_checked(model, input_size=(2, 4))
+    assert stats.layers["a"].bytes == 32 * 4
+    assert stats.layers["b"].bytes == 32 * 4 + 32 * 4
+    assert stats.bytes == 64 * 4 + 32 * 4
 
 
 class LSTMLanguageModel(nn.Module):
