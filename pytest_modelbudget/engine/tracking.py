@@ -127,7 +127,9 @@ class _OpFacts:
     """What the counter needs to know of one op overload, worked out on its first call: a
     looping model runs the same few ops tens of thousands of times."""
 
-    __slots__ = ("query", "decomposable", "moves", "overwrites", "communication", "price", "name", "constructor", "written")
+    __slots__ = (
+        "query", "decomposable", "moves", "overwrites", "communication", "price", "name", "constructor", "written", "folds"
+    )
 
     def __init__(self, func: Any) -> None:
         packet = func._overloadpacket
@@ -142,6 +144,8 @@ class _OpFacts:
         #: Makes a tensor from no tensor (``torch.empty``, ``torch.zeros``).
         self.constructor = _is_tensor_constructor(func)
         self.written = written_arguments(func)
+        #: A functional op computed on its arguments' values when they all keep one.
+        self.folds = shapes.memo_kind(func) == "fresh" and torch.Tag.nondeterministic_seeded not in func.tags
 
 
 _FACTS: dict[int, _OpFacts] = {}
@@ -327,7 +331,9 @@ class OpCounter(TorchDispatchMode):
                 if self._real_values and facts.written and _writes_real(facts.written, args, kwargs):
                     # Unknown values written into a real size table: what it holds would be wrong.
                     raise ValuesUnknown(f"{func} writes values only a real run knows into a table of sizes")
-                out = self._memo.run(func, args, kwargs)
+                out = shapes.folded(func, args, kwargs) if facts.folds else None
+                if out is None:
+                    out = self._memo.run(func, args, kwargs)
                 if facts.constructor and _made_table(out):
                     # A table of sizes built in forward (D-FINE's ``spatial_shapes``, filled with
                     # Python ints) is kept real as an input's is, so its values stay known; on

@@ -146,3 +146,55 @@ def test_d_fine_runs_shape_only_on_meta_and_on_the_cpu():
         cpu_model(**built.inputs)
     assert on_meta.macs == on_cpu.macs == counter.get_total_flops() // 2
     assert on_meta.params == on_cpu.params == cpu_model.num_parameters()
+
+
+class FramePadded(nn.Module):
+    """Pads its input to whole frames, the count computed from one-element buffers as EnCodec's
+    and WavTokenizer's convolutions compute it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, kernel_size=7, stride=3)
+        self.register_buffer("kernel", torch.tensor(7))
+        self.register_buffer("stride", torch.tensor(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        length = x.shape[-1]
+        frames = torch.ceil((length - self.kernel) / self.stride + 1).to(torch.int64) - 1
+        extra = frames * self.stride + self.kernel - length
+        return self.conv(nn.functional.pad(x, (0, int(extra))))
+
+
+def test_arithmetic_on_one_element_buffers_gives_their_values():
+    # 101 samples: 32 whole frames need 103, so 2 zeros are padded; 33 outputs x 4 channels x 7.
+    stats = measure_checked(FramePadded(), input_size=(1, 1, 101))
+    assert stats.execution == "fake" and stats.notes == []
+    assert stats.layers["conv"].output_shapes == [[1, 4, 33]]
+    assert stats.macs == 33 * 4 * 7 == flop_counter_macs(FramePadded(), torch.randn(1, 1, 101))
+
+
+def test_wavtokenizer_pads_from_its_buffers_without_a_real_run():
+    # It used to need a real run (``.item()`` on its convolutions' stride and kernel buffers).
+    pytest.importorskip("transformers")
+    from pytest_modelbudget.engine.specs.hf import build_hf
+
+    built = build_hf("wavtokenizer_encoder", {}, meta=False)
+    stats = measure_checked(built.model, inputs=built.inputs)
+    assert stats.execution == "fake" and stats.notes == []
+    # FlopCounterMode on a real run, plus what it has no formula for, by hand: its LSTM (oneDNN's
+    # layer on the CPU), 4 gates x hidden x (input + hidden) per step and layer.
+    lstm_macs = []
+
+    def count_lstm(module: nn.LSTM, args: tuple, out: object) -> None:
+        steps, batch = args[0].shape[:2]
+        widths = [module.input_size] + [module.hidden_size] * (module.num_layers - 1)
+        lstm_macs.append(sum(steps * batch * 4 * module.hidden_size * (width + module.hidden_size) for width in widths))
+
+    lstms = [module for module in built.model.modules() if isinstance(module, nn.LSTM)]
+    assert len(lstms) == 1 and not lstms[0].batch_first and not lstms[0].bidirectional
+    handle = lstms[0].register_forward_hook(count_lstm)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        built.model(**built.inputs)
+    handle.remove()
+    assert stats.macs == counter.get_total_flops() // 2 + sum(lstm_macs)
+    assert stats.params == built.model.num_parameters()
