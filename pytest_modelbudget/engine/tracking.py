@@ -331,7 +331,9 @@ class OpCounter(TorchDispatchMode):
                 if self._real_values and facts.written and _writes_real(facts.written, args, kwargs):
                     # Unknown values written into a real size table: what it holds would be wrong.
                     raise ValuesUnknown(f"{func} writes values only a real run knows into a table of sizes")
-                out = shapes.folded(func, args, kwargs) if facts.folds else None
+                out = None
+                if facts.folds and args and type(args[0]) is FakeTensor and args[0].constant is not None:
+                    out = shapes.folded(func, args, kwargs)
                 if out is None:
                     out = self._memo.run(func, args, kwargs)
                 if facts.constructor and _made_table(out):

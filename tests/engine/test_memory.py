@@ -433,6 +433,27 @@ def test_parameters_that_view_one_flat_buffer_are_held_once():
     assert stats.params == 3 * 16 * 16 and stats.buffer_elements == 3 * 16 * 16
 
 
+class CheckedFlatParams(FlatParams):
+    """Reads its input's values unless it is traced, as transformers' padding check does: a
+    meta run fails there, and the run goes on with fake tensors on meta."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch._subclasses.fake_tensor import is_fake
+
+        if not is_fake(x) and bool((x == 0).all()):
+            raise ValueError("an all-zero input")
+        return super().forward(x)
+
+
+def test_a_meta_model_on_fake_tensors_keeps_views_of_one_buffer_one_storage():
+    with torch.device("meta"):
+        on_meta = measure_checked(CheckedFlatParams(), input_size=(4, 16))
+    on_cpu = measure_checked(CheckedFlatParams(), input_size=(4, 16))
+    assert on_meta.execution == on_cpu.execution == "fake"
+    assert on_meta.peak_memory == on_cpu.peak_memory
+    assert on_meta.bytes == on_cpu.bytes == 3 * 16 * 16 * 4
+
+
 def test_views_of_one_storage_count_what_they_cover():
     # A flat buffer, its two halves as parameters of two layers, and a strided (transposed)
     # view of it, which counts its own bytes: each layer its own, the model the storage once

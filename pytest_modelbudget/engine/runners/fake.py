@@ -53,7 +53,7 @@ def _plain_fake(tensor: torch.Tensor, fake_mode: FakeTensorMode) -> torch.Tensor
     sparse tensors), which the converter makes with its aliasing kept."""
     if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.layout != torch.strided:
         return None
-    if tensor.is_quantized or tensor.is_conj() or tensor.is_neg() or tensor._base is not None or tensor.is_meta:
+    if tensor.is_quantized or tensor.is_conj() or tensor.is_neg() or tensor._base is not None:
         return None
     storage = tensor.untyped_storage()
     if tensor.storage_offset() != 0 or storage.nbytes() != tensor.numel() * tensor.element_size() or not tensor.is_contiguous():
@@ -86,7 +86,7 @@ def _shared_storages(model: torch.nn.Module) -> set[int]:
     users: dict[int, int] = {}
     for module in model.modules():
         for tensor in own_tensors(module):
-            if id(tensor) in seen or tensor.is_meta or type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+            if id(tensor) in seen or type(tensor) not in (torch.Tensor, torch.nn.Parameter):
                 continue
             try:
                 storage = tensor.untyped_storage()._cdata
