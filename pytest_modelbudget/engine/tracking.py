@@ -175,7 +175,7 @@ class ValuesUnknown(RuntimeError):
 def _made_table(out: Any) -> bool:
     if isinstance(out, FakeTensor):
         return out.device.type == "cpu" and is_size_table(out)
-    return isinstance(out, torch.Tensor) and is_size_table(out, made_on="meta")
+    return isinstance(out, torch.Tensor) and out.is_meta and is_size_table(out, made_on="meta")
 
 
 def _writes_real(written: list[tuple[int, str]], args: tuple, kwargs: dict) -> bool:
