@@ -9,7 +9,7 @@ import torch
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from ..stats import LayerStats, ModelStats
-from .memory import StepMemory, allocator_size
+from .memory import StepMemory, allocator_size, storage_key
 from .standins import StandIns
 from .tracking import OpCounter
 
@@ -189,9 +189,8 @@ def _byte_range(tensor: torch.Tensor) -> tuple[int, int, int] | None:
         return None
     if tensor.is_quantized or tensor.dtype in _SUB_BYTE_BITS or not tensor.is_contiguous():
         return None
-    try:
-        storage = tensor.untyped_storage()._cdata
-    except (RuntimeError, NotImplementedError):
+    storage = storage_key(tensor)
+    if storage is None:
         return None
     start = tensor.storage_offset() * tensor.element_size()
     return storage, start, start + tensor.numel() * tensor.element_size()

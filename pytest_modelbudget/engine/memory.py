@@ -40,6 +40,13 @@ def storage_of(tensor: torch.Tensor) -> Any:
         return None
 
 
+def storage_key(tensor: torch.Tensor) -> int | None:
+    """The address of the tensor's StorageImpl: equal for every view of one storage, fake and
+    meta ones too (which have no data pointer); None for a tensor with no storage of its own."""
+    storage = storage_of(tensor)
+    return None if storage is None else storage._cdata
+
+
 class MemoryLedger:
     """Bytes held by live storages during a step: the current total, the peak, and for each
     module what its forward added at its own peak on top of what was held when it started (so

@@ -23,6 +23,8 @@ import torch
 import torch.utils._pytree as pytree
 from torch._subclasses.fake_tensor import FakeTensor, unset_fake_temporarily
 
+from .memory import storage_key
+
 aten = torch.ops.aten
 
 
@@ -223,7 +225,7 @@ def _plain_view(out: torch.Tensor, base: torch.Tensor) -> bool:
         out.dtype == base.dtype
         and out.device == base.device
         and not (out.is_conj() or out.is_neg() or base.is_conj() or base.is_neg())
-        and out.untyped_storage()._cdata == base.untyped_storage()._cdata  # one storage (no data pointer on fakes)
+        and storage_key(out) == storage_key(base) is not None  # one storage (no data pointer on fakes)
         and isinstance(out, FakeTensor) == isinstance(base, FakeTensor)
     )
 

@@ -168,7 +168,16 @@ def written_arguments(func: Any) -> list[tuple[int, str]]:
     ]
 
 
-class ValuesUnknown(RuntimeError):
+def written_tensors(written: list[tuple[int, str]], args: tuple, kwargs: dict) -> Iterator[torch.Tensor]:
+    """The tensors an op writes, from its ``written_arguments``."""
+    for index, name in written:
+        value = args[index] if index < len(args) else kwargs.get(name)
+        for tensor in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(tensor, torch.Tensor):
+                yield tensor
+
+
+class ValuesUnknown(Exception):
     """A shape-only run would write values it does not know into a tensor whose values it keeps."""
 
 
@@ -179,12 +188,7 @@ def _made_table(out: Any) -> bool:
 
 
 def _writes_real(written: list[tuple[int, str]], args: tuple, kwargs: dict) -> bool:
-    for index, name in written:
-        value = args[index] if index < len(args) else kwargs.get(name)
-        for tensor in value if isinstance(value, (list, tuple)) else (value,):
-            if isinstance(tensor, torch.Tensor) and not isinstance(tensor, FakeTensor) and not tensor.is_meta:
-                return True
-    return False
+    return any(not isinstance(t, FakeTensor) and not t.is_meta for t in written_tensors(written, args, kwargs))
 
 
 def _only_real_tensors(args: tuple, kwargs: dict) -> bool:
@@ -322,30 +326,7 @@ class OpCounter(TorchDispatchMode):
                 return result
             self._not_decomposable.add(func)
         try:
-            if self._real_values and _only_real_tensors(args, kwargs):
-                # A shape-only run keeps an input's size table real (``inputs.is_size_table``):
-                # what is computed from it alone is computed for real, so its values stay known.
-                with unset_fake_temporarily():
-                    out = shapes.run(func, args, kwargs)
-            elif self._memo is not None:
-                if self._real_values and facts.written and _writes_real(facts.written, args, kwargs):
-                    # Unknown values written into a real size table: what it holds would be wrong.
-                    raise ValuesUnknown(f"{func} writes values only a real run knows into a table of sizes")
-                out = None
-                if facts.folds and args and type(args[0]) is FakeTensor and args[0].constant is not None:
-                    out = shapes.folded(func, args, kwargs)
-                if out is None:
-                    out = self._memo.run(func, args, kwargs)
-                if facts.constructor and _made_table(out):
-                    # A table of sizes built in forward (D-FINE's ``spatial_shapes``, filled with
-                    # Python ints) is kept real as an input's is, so its values stay known; on
-                    # the CPU, where a meta model's CPU tensors go (``shapes.cpu_to_meta``).
-                    with unset_fake_temporarily():
-                        out = shapes.run(func, args, {**kwargs, "device": torch.device("cpu")})
-            else:
-                out = shapes.run(func, args, kwargs)
-        except ValuesUnknown:
-            raise
+            out = shapes.run(func, args, kwargs) if self._memo is None else self._shape_only(func, facts, args, kwargs)
         except RuntimeError:
             # A meta model's forward made a CPU tensor (a position table from torch.arange) and
             # mixes it with meta ones: on the device, both would be there. Values are not needed
@@ -361,6 +342,32 @@ class OpCounter(TorchDispatchMode):
                 self.ledger.mark_communication(out)
         if self.counting:
             self._charge(func, facts, args, kwargs, out)
+        return out
+
+    def _shape_only(self, func: Any, facts: _OpFacts, args: tuple, kwargs: dict) -> Any:
+        """An op's output in a shape-only run: from its first call's metadata where it repeats,
+        and for real where its values are known without running the model."""
+        assert self._memo is not None
+        if self._real_values:
+            if _only_real_tensors(args, kwargs):
+                # A shape-only run keeps an input's size table real (``inputs.is_size_table``):
+                # what is computed from it alone is computed for real, so its values stay known.
+                with unset_fake_temporarily():
+                    return shapes.run(func, args, kwargs)
+            if facts.written and _writes_real(facts.written, args, kwargs):
+                # Unknown values written into a real size table: what it holds would be wrong.
+                raise ValuesUnknown(f"{func} writes values only a real run knows into a table of sizes")
+        out = None
+        if facts.folds and args and type(args[0]) is FakeTensor and args[0].constant is not None:
+            out = shapes.folded(func, args, kwargs)
+        if out is None:
+            out = self._memo.run(func, args, kwargs)
+        if self._real_values and facts.constructor and _made_table(out):
+            # A table of sizes built in forward (D-FINE's ``spatial_shapes``, filled with Python
+            # ints) is kept real as an input's is, so its values stay known; on the CPU, where a
+            # meta model's CPU tensors go (``shapes.cpu_to_meta``).
+            with unset_fake_temporarily():
+                return shapes.run(func, args, {**kwargs, "device": torch.device("cpu")})
         return out
 
     def _charge(self, func: Any, facts: _OpFacts, args: tuple, kwargs: dict, out: Any) -> None:

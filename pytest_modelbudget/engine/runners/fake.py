@@ -8,6 +8,7 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 
 from ..inputs import RandomInput, is_size_table, map_inputs
 from ..inventory import TensorInventory
+from ..memory import storage_key
 from ..standins import own_tensors
 from ..step import Step, Watched
 
@@ -72,10 +73,8 @@ def _plain_fake(tensor: torch.Tensor, fake_mode: FakeTensorMode) -> torch.Tensor
 
 
 def _in(tensor: torch.Tensor, storages: set[int]) -> bool:
-    try:
-        return tensor.untyped_storage()._cdata in storages
-    except (RuntimeError, NotImplementedError):  # no storage of its own
-        return True
+    key = storage_key(tensor)
+    return key is None or key in storages  # no storage of its own: the converter's to make
 
 
 def _shared_storages(model: torch.nn.Module) -> set[int]:
@@ -88,9 +87,8 @@ def _shared_storages(model: torch.nn.Module) -> set[int]:
         for tensor in own_tensors(module):
             if id(tensor) in seen or type(tensor) not in (torch.Tensor, torch.nn.Parameter):
                 continue
-            try:
-                storage = tensor.untyped_storage()._cdata
-            except (RuntimeError, NotImplementedError):
+            storage = storage_key(tensor)
+            if storage is None:
                 continue
             seen[id(tensor)] = storage
             users[storage] = users.get(storage, 0) + 1

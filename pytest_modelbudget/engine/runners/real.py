@@ -18,8 +18,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..inputs import RandomInput, map_inputs
 from ..inventory import TensorInventory
+from ..memory import storage_key
 from ..step import ForwardError, Step, Watched
-from ..tracking import written_arguments
+from ..tracking import written_arguments, written_tensors
 
 
 def run_real(step: Step, tensors: TensorInventory) -> Watched:
@@ -69,7 +70,7 @@ class WriteGuard(TorchDispatchMode):
         watched by its storage (quantized, sparse, a tensor subclass)."""
         if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.layout != torch.strided or tensor.is_quantized:
             return _private_copy(tensor)
-        self._storages.add(tensor.untyped_storage()._cdata)
+        self._storages.add(storage_key(tensor))
         return tensor.detach()
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -77,16 +78,8 @@ class WriteGuard(TorchDispatchMode):
         written = self._written.get(id(func))
         if written is None:
             written = self._written[id(func)] = written_arguments(func)
-        for index, name in written:
-            value = args[index] if index < len(args) else kwargs.get(name)
-            for tensor in value if isinstance(value, (list, tuple)) else (value,):
-                if isinstance(tensor, torch.Tensor) and self._writes_model(tensor):
-                    raise WouldWrite(f"{func} would write one of the model's tensors")
+        for tensor in written_tensors(written, args, kwargs):
+            key = storage_key(tensor)
+            if key is not None and key in self._storages:
+                raise WouldWrite(f"{func} would write one of the model's tensors")
         return func(*args, **kwargs)
-
-    def _writes_model(self, tensor: torch.Tensor) -> bool:
-        try:
-            storage = tensor.untyped_storage()._cdata
-        except (RuntimeError, NotImplementedError):  # no storage of its own (a subclass)
-            return False
-        return storage in self._storages
