@@ -21,7 +21,8 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -34,8 +35,12 @@ def _torchvision(name: str, weights: str) -> tuple[Any, tuple, dict, dict]:
 
     model = getattr(torchvision.models, name)().eval()
     meta = getattr(torchvision.models, weights).IMAGENET1K_V1.meta
-    reference = {"params": meta["num_params"], "macs": round(meta["_ops"] * 1e9), "macs_digits": 3,
-                 "source": f"torchvision {weights}.IMAGENET1K_V1 num_params / _ops"}
+    reference = {
+        "params": meta["num_params"],
+        "macs": round(meta["_ops"] * 1e9),
+        "macs_digits": 3,
+        "source": f"torchvision {weights}.IMAGENET1K_V1 num_params / _ops",
+    }
     return model, (torch.randn(1, 3, 224, 224),), {}, reference
 
 
@@ -134,8 +139,13 @@ def _ptflops(backend: str):
 
         (tensor,) = args
         macs, params = get_model_complexity_info(
-            model, tuple(tensor.shape[1:]), input_constructor=lambda _: tensor, as_strings=False,
-            print_per_layer_stat=False, verbose=False, backend=backend,
+            model,
+            tuple(tensor.shape[1:]),
+            input_constructor=lambda _: tensor,
+            as_strings=False,
+            print_per_layer_stat=False,
+            verbose=False,
+            backend=backend,
         )
         return params, macs
 
@@ -153,8 +163,12 @@ def _calflops(model, args, kwargs):
     from calflops import calculate_flops
 
     _, macs, params = calculate_flops(
-        model=model, args=list(args), kwargs=kwargs or None, print_results=False,
-        print_detailed=False, output_as_string=False,
+        model=model,
+        args=list(args),
+        kwargs=kwargs or None,
+        print_results=False,
+        print_detailed=False,
+        output_as_string=False,
     )
     return params, macs
 
@@ -192,7 +206,7 @@ def worker(tool: str, model_name: str) -> dict[str, Any]:
         result["seconds"] = time.perf_counter() - start
         result["params"] = None if params is None else int(params)
         result["macs"] = None if macs is None else int(macs)
-    except Exception as exc:  # noqa: BLE001 - a failing peer is a result too
+    except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:100] if str(exc).strip() else ''}"
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
@@ -232,7 +246,9 @@ def table(results: list[dict[str, Any]]) -> str:
     ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['tool']} | fails: {r['error']} | | | | | | {r.get('peak_rss_mb', 0):.0f} |")
+            lines.append(
+                f"| {r['model']} | {r['tool']} | fails: {r['error']} | | | | | | {r.get('peak_rss_mb', 0):.0f} |"
+            )
             continue
         ref = r["reference"]
         base = ours.get(r["model"])
@@ -249,7 +265,17 @@ def table(results: list[dict[str, Any]]) -> str:
 def versions() -> str:
     from importlib import metadata
 
-    names = ["torch", "torchvision", "transformers", "pytest-modelbudget", "torchinfo", "fvcore", "ptflops", "thop", "calflops"]
+    names = [
+        "torch",
+        "torchvision",
+        "transformers",
+        "pytest-modelbudget",
+        "torchinfo",
+        "fvcore",
+        "ptflops",
+        "thop",
+        "calflops",
+    ]
     found = []
     for name in names:
         try:
@@ -279,9 +305,14 @@ def main() -> int:
     for model_name in models:
         for tool in tools:
             result = run_pair(tool, model_name, options.timeout)
-            print(f"{model_name:>14}  {tool:<20} {result.get('error') or format(result['seconds'], '.3f') + ' s'}", file=sys.stderr)
+            print(
+                f"{model_name:>14}  {tool:<20} {result.get('error') or format(result['seconds'], '.3f') + ' s'}",
+                file=sys.stderr,
+            )
             results.append(result)
-    print(f"{datetime.date.today()}, {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}; {versions()}\n")
+    print(
+        f"{datetime.date.today()}, {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}; {versions()}\n"
+    )
     print(table(results))
     if options.json:
         with open(options.json, "w") as handle:

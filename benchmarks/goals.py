@@ -117,7 +117,8 @@ def llama() -> list[str]:
             f"llama {size} (meta, 1x128): measure() {r['measure']:.2f} s (+{r['build']:.2f} s to build), "
             f"process peak RSS {r['rss'] / 1e9:.2f} GB; {r['params']:,} params, {r['macs'] / 1e9:,.1f} GMACs, "
             f"peak memory estimate {r['peak'] / 1e9:.1f} GB (goal: < {goal_s:g} s"
-            + (", < 1.5 GB" if size == "7B" else "") + f": {'met' if met else 'MISSED'})"
+            + (", < 1.5 GB" if size == "7B" else "")
+            + f": {'met' if met else 'MISSED'})"
         )
     return lines
 
@@ -223,7 +224,9 @@ def declared() -> list[str]:
                 done = subprocess.run(command, capture_output=True, text=True, cwd=project, env=env)
                 timings[(count, workers)] = time.perf_counter() - start
                 summary = (done.stdout.strip().splitlines() or ["?"])[-1].strip("= ")
-                lines.append(f"declared {count} {kind}s{' -n ' + workers if workers else ''}: {timings[(count, workers)]:.2f} s ({summary})")
+                lines.append(
+                    f"declared {count} {kind}s{' -n ' + workers if workers else ''}: {timings[(count, workers)]:.2f} s ({summary})"
+                )
         one, two, four, parallel = (timings[k] for k in ((50, None), (100, None), (200, None), (200, "2")))
         per_model = (four - one) / 150
         lines.append(
@@ -361,7 +364,14 @@ def small() -> list[str]:
 
 
 GOALS = {
-    "meta": meta, "llama": llama, "sharded": sharded, "import": plugin_import, "declared": declared, "loops": loops, "first": first, "small": small,
+    "meta": meta,
+    "llama": llama,
+    "sharded": sharded,
+    "import": plugin_import,
+    "declared": declared,
+    "loops": loops,
+    "first": first,
+    "small": small,
 }
 
 

@@ -68,7 +68,11 @@ def timm_specs() -> list[tuple[str, str]]:
     import timm
 
     # A family is a timm module (resnet, vision_transformer, ...): its first two models.
-    return [(f"timm:{name}", module) for module in sorted(timm.list_modules()) for name in timm.list_models(module=module)[:2]]
+    return [
+        (f"timm:{name}", module)
+        for module in sorted(timm.list_modules())
+        for name in timm.list_models(module=module)[:2]
+    ]
 
 
 def torchvision_specs() -> list[tuple[str, str]]:
@@ -114,7 +118,12 @@ def reference_macs(model: Any, inputs: Any, device: str = "meta") -> int:
                 GroupedMatmuls.macs += steps * batch * (args[1].numel() + args[2].numel())
             elif func.overloadpacket is torch.ops.aten._euclidean_dist:
                 # cdist: P x R distances over M features, one product each.
-                GroupedMatmuls.macs += args[0].shape[-2] * args[1].shape[-2] * args[0].shape[-1] * (args[0].numel() // (args[0].shape[-2] * args[0].shape[-1]))
+                GroupedMatmuls.macs += (
+                    args[0].shape[-2]
+                    * args[1].shape[-2]
+                    * args[0].shape[-1]
+                    * (args[0].numel() // (args[0].shape[-2] * args[0].shape[-1]))
+                )
             elif func.overloadpacket is torch.ops.aten.linalg_solve_triangular:
                 n = args[0].shape[-1]  # substitution: n(n-1)/2 multiply-adds per right-hand side
                 GroupedMatmuls.macs += (args[1].numel() // n) * n * (n - 1) // 2
@@ -132,7 +141,10 @@ def reference_macs(model: Any, inputs: Any, device: str = "meta") -> int:
         # aten._grouped_mm takes no fp32 on this build: the same arithmetic in bf16.
         GroupedMatmuls.macs = 0
         model.to(torch.bfloat16)
-        kwargs = {k: v.to(torch.bfloat16) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in kwargs.items()}
+        kwargs = {
+            k: v.to(torch.bfloat16) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+            for k, v in kwargs.items()
+        }
         with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, GroupedMatmuls(), torch.no_grad():
             model(*args, **kwargs)
     return counter.get_total_flops() // 2 + GroupedMatmuls.macs
@@ -224,8 +236,12 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
         built = build_model_spec(spec, meta=True)
     except NoDefaultInputs as exc:
         return {**row, "status": "no_inputs", "error": str(exc)}
-    except Exception as exc:  # noqa: BLE001 - a sweep records every failure
-        return {**row, "status": "build_failed", "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
+    except Exception as exc:
+        return {
+            **row,
+            "status": "build_failed",
+            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300],
+        }
     model, inputs = built.model, _shorten(built.inputs)
     row["params_reference"] = reference_params(spec, model)
     # Specs build on meta, but for models whose forward needs values (torchvision's detectors).
@@ -233,7 +249,7 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         stats = _measure(measure, model, inputs, device)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         if "on meta tensors" not in error or row["params_reference"] > CPU_FALLBACK_PARAMS:
             return {**row, "status": "crashed", "error": error, "where": traceback.format_exc().splitlines()[-3][:200]}
@@ -245,7 +261,7 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
             model = build_model_spec(spec, meta=False).model
             start = time.perf_counter()
             stats = _measure(measure, model, inputs, device)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
             return {**row, "status": "crashed", "error": error, "where": traceback.format_exc().splitlines()[-3][:200]}
     row["seconds"] = time.perf_counter() - start
@@ -256,7 +272,7 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
         row["macs_reference"] = reference_macs(model, inputs, device)
         row["reference_seconds"] = time.perf_counter() - start
         row["reference_device"] = device
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         row["seconds"] = _best_of(lambda: _measure(measure, model, inputs, device), row["seconds"])
         row["reference_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
         if device == "meta" and row["params_reference"] <= CPU_FALLBACK_PARAMS:
@@ -267,9 +283,13 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
                 start = time.perf_counter()
                 row["macs_reference"] = reference_macs(cpu_model, inputs, "cpu")
                 row["reference_device"] = "cpu"
-                row["reference_seconds"] = _best_of(lambda: reference_macs(cpu_model, inputs, "cpu"), time.perf_counter() - start)
-            except Exception as exc:  # noqa: BLE001
-                row["reference_error"] += f"; on the CPU: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                row["reference_seconds"] = _best_of(
+                    lambda: reference_macs(cpu_model, inputs, "cpu"), time.perf_counter() - start
+                )
+            except Exception as exc:
+                row["reference_error"] += (
+                    f"; on the CPU: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                )
     else:
         row["seconds"], row["reference_seconds"] = _best_of_both(
             lambda: _measure(measure, model, inputs, device),
@@ -289,7 +309,7 @@ def _child(spec: str, family: str, conn: Any) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     try:
         conn.send(sweep_one(spec, family))
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         conn.send({"spec": spec, "family": family, "status": "crashed", "error": repr(exc)[:300]})
 
 
@@ -317,10 +337,20 @@ def run(todo: list[tuple[str, str]], out: Path, timeout: float, jobs: int) -> No
                         row = receive.recv()
                     except EOFError:  # died without a word: killed for memory, a segfault
                         process.join(5)
-                        row = {"spec": spec, "family": family, "status": "crashed", "error": f"process died (exit {process.exitcode})"}
+                        row = {
+                            "spec": spec,
+                            "family": family,
+                            "status": "crashed",
+                            "error": f"process died (exit {process.exitcode})",
+                        }
                     process.join(5)
                 elif not process.is_alive():
-                    row = {"spec": spec, "family": family, "status": "crashed", "error": f"process died (exit {process.exitcode})"}
+                    row = {
+                        "spec": spec,
+                        "family": family,
+                        "status": "crashed",
+                        "error": f"process died (exit {process.exitcode})",
+                    }
                 elif time.monotonic() - started > timeout:
                     process.kill()
                     row = {"spec": spec, "family": family, "status": "timeout", "error": f"over {timeout:g} s"}

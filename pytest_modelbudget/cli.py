@@ -8,7 +8,8 @@ import contextlib
 import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import ModelBudgetError
 from .factories import FactoryError, load_callable
@@ -62,9 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--inputs", help='import path of a callable returning the inputs, "package.module:function"')
     parser.add_argument("--dtype", help="dtype of --input-size tensors, e.g. long for token ids, float16")
-    parser.add_argument("--kwarg", type=_kwarg, action="append", default=[], help="factory keyword argument KEY=VALUE (JSON values)")
     parser.add_argument(
-        "--meta", action="store_true", help="build the model on the meta device (no memory for weights; specs always are)"
+        "--kwarg", type=_kwarg, action="append", default=[], help="factory keyword argument KEY=VALUE (JSON values)"
+    )
+    parser.add_argument(
+        "--meta",
+        action="store_true",
+        help="build the model on the meta device (no memory for weights; specs always are)",
     )
     parser.add_argument("--depth", type=int, default=None, help="deepest module level to show (root is 0)")
     parser.add_argument(
@@ -91,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="kept",
         help="training: the forward's outputs held through backward (default) or released before it",
     )
-    parser.add_argument("--autocast", choices=("float16", "bfloat16"), help="run the step under torch.autocast to this dtype")
+    parser.add_argument(
+        "--autocast", choices=("float16", "bfloat16"), help="run the step under torch.autocast to this dtype"
+    )
     parser.add_argument(
         "--gpu",
         default=None,
@@ -110,14 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="fsdp",
         help="how the step is sharded with --world-size (default: fsdp; tp and fsdp+tp use the model's tensor-parallel plan)",
     )
-    parser.add_argument("--tp-size", type=int, default=None, help="with --strategy fsdp+tp: tensor-parallel ranks in each FSDP rank")
+    parser.add_argument(
+        "--tp-size", type=int, default=None, help="with --strategy fsdp+tp: tensor-parallel ranks in each FSDP rank"
+    )
     parser.add_argument(
         "--activation-checkpointing",
         action="store_true",
         help="with --world-size: recompute each sharded unit's forward in backward",
     )
     parser.add_argument(
-        "--param-dtype", choices=("float32", "bfloat16", "float16"), help="with --world-size: FSDP gathers parameters in this dtype"
+        "--param-dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="with --world-size: FSDP gathers parameters in this dtype",
     )
     parser.add_argument(
         "--units",
@@ -180,7 +191,11 @@ def _measure(args: argparse.Namespace) -> Any:
     autocast = getattr(torch, args.autocast) if args.autocast else None
     parallel = None
     if args.world_size is not None:
-        parallel = {"strategy": args.strategy, "world_size": args.world_size, "activation_checkpointing": args.activation_checkpointing}
+        parallel = {
+            "strategy": args.strategy,
+            "world_size": args.world_size,
+            "activation_checkpointing": args.activation_checkpointing,
+        }
         if args.param_dtype:
             parallel["param_dtype"] = args.param_dtype
         if args.tp_size is not None:

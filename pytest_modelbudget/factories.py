@@ -5,8 +5,8 @@ builds."""
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 #: A factory string starting with one of these names a model to build, not a callable to import.
 MODEL_SPEC_PREFIXES = ("torchvision:", "timm:", "hf:")

@@ -9,10 +9,11 @@ is 10**6 bytes, as on disk labels and in the SI, not 2**20. Sizes are shown in S
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from decimal import Decimal, InvalidOperation
-from typing import Iterator, Literal
+from typing import Literal
 
 Kind = Literal["count", "bytes", "time"]
 Units = Literal["si", "binary"]
@@ -30,6 +31,7 @@ def byte_units(units: Units) -> Iterator[None]:
         yield
     finally:
         _UNITS.reset(token)
+
 
 COUNT_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 BYTE_UNITS = {
@@ -81,9 +83,7 @@ def parse_quantity(value: object, kind: Kind) -> int:
     if kind == "time" and unit == "":
         raise QuantityError(f"expected {_expected(kind)}, found {value!r} (a duration in a string needs a unit)")
     if kind == "bytes" and unit == "":
-        raise QuantityError(
-            f"expected {_expected(kind)}, found {value!r} (a byte size in a string needs a unit)"
-        )
+        raise QuantityError(f"expected {_expected(kind)}, found {value!r} (a byte size in a string needs a unit)")
     if key not in table:
         raise QuantityError(f"expected {_expected(kind)}, found {value!r} (unknown unit {unit!r})")
     return int((amount * table[key]).to_integral_value())

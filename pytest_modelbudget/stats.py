@@ -117,9 +117,7 @@ class ModelStats:
     def from_dict(cls, data: dict[str, Any]) -> ModelStats:
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
-        values["layers"] = {
-            name: LayerStats(**layer) for name, layer in data.get("layers", {}).items()
-        }
+        values["layers"] = {name: LayerStats(**layer) for name, layer in data.get("layers", {}).items()}
         return cls(**values)
 
     def summary(self) -> str:

@@ -30,7 +30,15 @@ def test_tree_and_totals():
 
 def test_binary_units():
     result = run_cli(
-        "examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--depth", "0", "--units", "binary", "--columns", "params,bytes"
+        "examples.models:tiny_cnn",
+        "--input-size",
+        "1,3,32,32",
+        "--depth",
+        "0",
+        "--units",
+        "binary",
+        "--columns",
+        "params,bytes",
     )
     assert result.returncode == 0, result.stderr
     # 15,130 float32 parameters and the BatchNorm buffers: 61,440 B, which is 60 KiB exactly.
@@ -41,7 +49,9 @@ def test_binary_units():
 
 
 def test_json_output_and_meta_and_kwargs():
-    result = run_cli("examples.models:tiny_cnn", "--kwarg", "width=8", "--meta", "--input-size", "2x3x32x32", "--format", "json")
+    result = run_cli(
+        "examples.models:tiny_cnn", "--kwarg", "width=8", "--meta", "--input-size", "2x3x32x32", "--format", "json"
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["params"] == 3 * 8 * 9 + 16 + 8 * 16 * 9 + 32 + 16 * 16 * 9 + 64 + 32 * 10 + 10
@@ -49,7 +59,9 @@ def test_json_output_and_meta_and_kwargs():
 
 
 def test_markdown_output_with_an_inputs_factory():
-    result = run_cli("examples.models:transformer_block", "--inputs", "examples.models:block_inputs", "--format", "markdown")
+    result = run_cli(
+        "examples.models:transformer_block", "--inputs", "examples.models:block_inputs", "--format", "markdown"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("| module | type | output shape | params | MACs | traffic |")
 
@@ -57,7 +69,10 @@ def test_markdown_output_with_an_inputs_factory():
 def test_errors_are_one_line_not_a_traceback():
     result = run_cli("examples.models:nothing_here", "--input-size", "1,3")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: module 'examples.models' has no attribute 'nothing_here' (from 'examples.models:nothing_here')"
+    assert (
+        result.stderr.strip()
+        == "error: module 'examples.models' has no attribute 'nothing_here' (from 'examples.models:nothing_here')"
+    )
     result = run_cli("examples.models:tiny_cnn")
     assert result.returncode == 2
     assert "needs inputs: pass inputs=... or input_size" in result.stderr
@@ -68,7 +83,10 @@ def test_the_console_script_finds_the_project_modules():
     script = Path(sys.executable).parent / "pytest-modelbudget"
     done = subprocess.run(
         [str(script), "examples.models:tiny_cnn", "--input-size", "1,3,32,32", "--format", "json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["params"] == 15_130
@@ -78,7 +96,9 @@ def test_a_reader_that_goes_away_is_no_error():
     # `... | head -1`: the pipe closes before the table is written.
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest_modelbudget", "examples.models:transformer_block", "--input-size", "1,16,256"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     process.stdout.close()
     _, stderr = process.communicate(timeout=300)
@@ -88,7 +108,18 @@ def test_a_reader_that_goes_away_is_no_error():
 
 def test_every_option_has_help():
     help_text = run_cli("--help").stdout
-    for option in ("--input-size", "--inputs", "--dtype", "--kwarg", "--meta", "--depth", "--mode", "--device", "--autocast", "--format"):
+    for option in (
+        "--input-size",
+        "--inputs",
+        "--dtype",
+        "--kwarg",
+        "--meta",
+        "--depth",
+        "--mode",
+        "--device",
+        "--autocast",
+        "--format",
+    ):
         block = help_text.split(option, 1)[1].split("\n  --", 1)[0]
         assert len(block.split()) > 3, option
 
@@ -103,7 +134,10 @@ def test_json_stays_valid_when_the_model_prints_while_it_is_built(tmp_path):
     )
     done = subprocess.run(
         [sys.executable, "-m", "pytest_modelbudget", "chatty:model", "--input-size", "1,4", "--format", "json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["params"] == 10
@@ -112,8 +146,19 @@ def test_json_stays_valid_when_the_model_prints_while_it_is_built(tmp_path):
 
 def test_a_model_spec_needs_no_code_and_no_inputs():
     result = run_cli(
-        "hf:llama", "--kwarg", "num_hidden_layers=2", "--kwarg", "hidden_size=64", "--kwarg", "intermediate_size=128",
-        "--kwarg", "num_attention_heads=4", "--kwarg", "vocab_size=500", "--format", "json",
+        "hf:llama",
+        "--kwarg",
+        "num_hidden_layers=2",
+        "--kwarg",
+        "hidden_size=64",
+        "--kwarg",
+        "intermediate_size=128",
+        "--kwarg",
+        "num_attention_heads=4",
+        "--kwarg",
+        "vocab_size=500",
+        "--format",
+        "json",
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

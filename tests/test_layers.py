@@ -45,7 +45,9 @@ def test_the_layers_hold():
     ],
 )
 def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, broken):
-    shutil.copytree(ROOT / "pytest_modelbudget", tmp_path / "pytest_modelbudget", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "pytest_modelbudget", tmp_path / "pytest_modelbudget", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     target = tmp_path / "pytest_modelbudget" / module
     target.write_text(target.read_text() + f"\n{line}  # added by the test\n")

@@ -12,7 +12,11 @@ from hypothesis import strategies as st  # noqa: E402
 from pytest_modelbudget.quantities import QuantityError, format_quantity, parse_percent, parse_quantity  # noqa: E402
 
 ANYTHING = st.one_of(
-    st.text(), st.integers(), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
+    st.text(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
     st.lists(st.integers(), max_size=2),
 )
 
@@ -44,7 +48,14 @@ def test_whole_numbers_and_their_spelled_forms_read_exactly(value, kind):
     assert abs(shown - value) <= max(value * 0.005, 0.5)
 
 
-@given(st.one_of(ANYTHING, st.dictionaries(st.one_of(st.sampled_from(["params", "macs", "peak_memory"]), st.text(max_size=8)), ANYTHING, max_size=3)))
+@given(
+    st.one_of(
+        ANYTHING,
+        st.dictionaries(
+            st.one_of(st.sampled_from(["params", "macs", "peak_memory"]), st.text(max_size=8)), ANYTHING, max_size=3
+        ),
+    )
+)
 def test_a_tolerance_table_is_fractions_per_known_figure_or_a_value_error(value):
     from pytest_modelbudget.budgets.schema import parse_tolerance
     from pytest_modelbudget.stats import FIGURES
@@ -59,8 +70,14 @@ def test_a_tolerance_table_is_fractions_per_known_figure_or_a_value_error(value)
         assert 0 <= parsed < float("inf")
 
 
-@given(st.dictionaries(st.sampled_from(["params", "bytes", "macs", "flops", "peak_memory"]), st.integers(0, 10_000), min_size=1))
+@given(
+    st.dictionaries(
+        st.sampled_from(["params", "bytes", "macs", "flops", "peak_memory"]), st.integers(0, 10_000), min_size=1
+    )
+)
 def test_a_tolerance_table_reads_exactly(table):
     from pytest_modelbudget.budgets.schema import parse_tolerance
 
-    assert parse_tolerance({k: f"{v / 100:g}%" for k, v in table.items()}) == {k: (v / 100) / 100 for k, v in table.items()}
+    assert parse_tolerance({k: f"{v / 100:g}%" for k, v in table.items()}) == {
+        k: (v / 100) / 100 for k, v in table.items()
+    }

@@ -73,7 +73,11 @@ def _describe_errors(path: Path, text: str, error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}; expected one of: {_allowed(loc)}"
-        found = "" if item["type"] in ("extra_forbidden", "missing") or "found" in message else f" (found {item['input']!r})"
+        found = (
+            ""
+            if item["type"] in ("extra_forbidden", "missing") or "found" in message
+            else f" (found {item['input']!r})"
+        )
         lines.append(f"  {where}: {key}: {message}{found}")
     if len(errors) > MAX_PROBLEMS:
         lines.append(f"  ... and {len(errors) - MAX_PROBLEMS} more")

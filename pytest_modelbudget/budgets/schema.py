@@ -5,9 +5,19 @@ follow ``stats.FIGURES``."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from ..factories import is_model_spec
 from ..gpus import DTYPES as GPU_DTYPES
@@ -65,7 +75,7 @@ class _Strict(BaseModel):
 
 def _figure_fields(names: Any, annotation: Any) -> dict[str, Any]:
     """One optional field per figure, so that the schema follows ``stats.FIGURES``."""
-    return {name: (Optional[annotation(name)], None) for name in names}
+    return {name: (annotation(name) | None, None) for name in names}
 
 
 class _Limits(_Strict):
@@ -76,9 +86,7 @@ class _Limits(_Strict):
 
 
 #: A limit is an integer or a human quantity of the figure's kind ("12M", "300MB").
-Limits = create_model(
-    "Limits", __base__=_Limits, **_figure_fields(FIGURES, lambda name: _quantity(FIGURES[name]))
-)
+Limits = create_model("Limits", __base__=_Limits, **_figure_fields(FIGURES, lambda name: _quantity(FIGURES[name])))
 
 LayerBaseline = create_model("LayerBaseline", __base__=_Strict, **_figure_fields(LAYER_FIGURES, lambda _: int))
 
@@ -161,7 +169,7 @@ class Entry(_Strict):
         if (self.loss or self.optimizer) and self.mode != "training":
             raise ValueError('loss and optimizer apply to training: add mode = "training"')
         if self.optimizer_kwargs and not self.optimizer:
-            raise ValueError("optimizer_kwargs without an optimizer: add optimizer = \"torch.optim:AdamW\" (or another)")
+            raise ValueError('optimizer_kwargs without an optimizer: add optimizer = "torch.optim:AdamW" (or another)')
         return self
 
     @property
@@ -212,11 +220,13 @@ class GpuSpec(_Strict):
     @model_validator(mode="after")
     def _some_peak(self) -> GpuSpec:
         if not any(getattr(self, dtype) for dtype in GPU_DTYPES):
-            raise ValueError(f"a GPU needs a peak for at least one of {', '.join(GPU_DTYPES)}, e.g. bf16 = \"312T\"")
+            raise ValueError(f'a GPU needs a peak for at least one of {", ".join(GPU_DTYPES)}, e.g. bf16 = "312T"')
         return self
 
     def gpu(self, name: str) -> Gpu:
-        peaks = {dtype: float(parse_quantity(getattr(self, dtype), "count")) for dtype in GPU_DTYPES if getattr(self, dtype)}
+        peaks = {
+            dtype: float(parse_quantity(getattr(self, dtype), "count")) for dtype in GPU_DTYPES if getattr(self, dtype)
+        }
         peaks.setdefault("fp32", min(peaks.values()))
         return Gpu(name, float(_per_second(self.bandwidth)), peaks, "budgets.toml [settings.gpus]")
 

@@ -8,8 +8,9 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 try:
     import fcntl
@@ -27,9 +28,7 @@ from .loader import load_text, read_text
 PROVENANCE = ("peak_memory_source", "torch")
 
 
-def update_baselines(
-    path: Path, records: Mapping[str, Mapping[str, Any]], remove: Iterable[str] = ()
-) -> bool:
+def update_baselines(path: Path, records: Mapping[str, Mapping[str, Any]], remove: Iterable[str] = ()) -> bool:
     """Write each record's figures into ``[budgets.NAME.baseline]``; drop the entries in
     ``remove``. Returns whether the file changed.
 
@@ -140,7 +139,9 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
         layers = tomlkit.table()
         baseline["layers"] = layers
     measured = {name: figures for name, figures in record.get("layers", {}).items() if name}
-    wanted = {name: {f: figures[f] for f in LAYER_FIGURES if figures.get(f) is not None} for name, figures in measured.items()}
+    wanted = {
+        name: {f: figures[f] for f in LAYER_FIGURES if figures.get(f) is not None} for name, figures in measured.items()
+    }
     if list(layers) != list(wanted):
         # Layers added, removed or moved: rewrite the table in module order, keeping each line
         # whose figures did not change as it was written.

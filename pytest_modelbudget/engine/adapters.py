@@ -10,7 +10,8 @@ shape-only run uses it, and says so. The model's config is put back afterwards.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -20,9 +21,13 @@ def _eager_experts_configs(model: torch.nn.Module) -> list[Any]:
     for module in model.modules():
         # Set on experts classes by transformers' ``use_experts_implementation`` decorator.
         config = getattr(module, "config", None)
-        if hasattr(module, "is_concatenated") and hasattr(module, "_apply_gate") and config is not None:
-            if getattr(config, "_experts_implementation", None) == "eager":
-                configs[id(config)] = config
+        if (
+            hasattr(module, "is_concatenated")
+            and hasattr(module, "_apply_gate")
+            and config is not None
+            and getattr(config, "_experts_implementation", None) == "eager"
+        ):
+            configs[id(config)] = config
     return list(configs.values())
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -91,5 +92,5 @@ def cleared_after(caches: list[Any]) -> Iterator[None]:
 def _misses(cache: Any) -> int | None:
     try:
         return cache.cache_info().misses
-    except Exception:  # noqa: BLE001 - a look-alike that is not functools' cache
+    except Exception:
         return None

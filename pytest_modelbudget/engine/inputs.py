@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils._pytree import tree_map_only
@@ -73,8 +74,7 @@ def tensors_from_size(
         shapes = list(input_size)
     else:
         raise MeasureError(
-            f"input_size must be a shape such as (1, 3, 224, 224) or a list of shapes, "
-            f"found {input_size!r}"
+            f"input_size must be a shape such as (1, 3, 224, 224) or a list of shapes, found {input_size!r}"
         )
     device, model_dtype = model_device_and_dtype(model)
     return tuple(RandomInput(tuple(shape), dtype or model_dtype, device) for shape in shapes)
@@ -120,13 +120,10 @@ def _check_signature(
         name = type(model).__name__
         if missing_hint:
             raise MeasureError(
-                f"{name}.forward{signature} needs inputs: pass inputs=... or "
-                f"input_size=(...) to measure ({exc})"
+                f"{name}.forward{signature} needs inputs: pass inputs=... or input_size=(...) to measure ({exc})"
             ) from None
         given = ", ".join([*(_describe(a) for a in args), *(f"{k}={_describe(v)}" for k, v in keywords.items())])
-        raise MeasureError(
-            f"the inputs do not match {name}.forward{signature}: {exc}; given ({given})"
-        ) from None
+        raise MeasureError(f"the inputs do not match {name}.forward{signature}: {exc}; given ({given})") from None
 
 
 def _describe(value: Any) -> str:
@@ -146,7 +143,10 @@ def is_size_table(tensor: torch.Tensor, *, made_on: str | None = None) -> bool:
     ``made_on``: a table made in forward on that device (``"meta"``) qualifies too."""
     return (
         _KEEP_SIZE_TABLES.get()
-        and ((tensor.device.type == "cpu" and not tensor.is_meta) or (made_on is not None and tensor.device.type == made_on))
+        and (
+            (tensor.device.type == "cpu" and not tensor.is_meta)
+            or (made_on is not None and tensor.device.type == made_on)
+        )
         and not tensor.dtype.is_floating_point
         and tensor.dtype != torch.bool
         and tensor.dim() == 2

@@ -3,7 +3,7 @@ the per-layer totals of ``ModelStats`` built from them."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
@@ -208,7 +208,12 @@ def _covered_bytes(spans: list[tuple[int, int, int]]) -> int:
     return total
 
 
-_SUB_BYTE_BITS = {getattr(torch, f"{kind}{bits}"): bits for kind in ("uint", "int") for bits in range(1, 8) if hasattr(torch, f"{kind}{bits}")}
+_SUB_BYTE_BITS = {
+    getattr(torch, f"{kind}{bits}"): bits
+    for kind in ("uint", "int")
+    for bits in range(1, 8)
+    if hasattr(torch, f"{kind}{bits}")
+}
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:

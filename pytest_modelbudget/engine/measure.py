@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.nn.parameter import is_lazy
@@ -129,7 +130,7 @@ def measure(
         execution = "fake"
     except MeasureError:
         raise
-    except Exception as fake_error:  # noqa: BLE001 - fake execution failing is retried for real
+    except Exception as fake_error:
         cause = fake_error.error if isinstance(fake_error, ForwardError) else fake_error
         if tensors.on_meta:
             raise MeasureError(
@@ -200,7 +201,13 @@ def _sharded_stats(
     stats = tensors.stats(model, watched.counter, memory, mode=step.mode, execution="fake", notes=notes)
     stats.peak_memory_split = split
     stats.parallel = {
-        field: (str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else list(value) if isinstance(value, tuple) else value)
+        field: (
+            str(value).removeprefix("torch.")
+            if isinstance(value, torch.dtype)
+            else list(value)
+            if isinstance(value, tuple)
+            else value
+        )
         for field, value in vars(sharding).items()
     }
     return stats
@@ -228,7 +235,7 @@ def _shapes_only_attempts(step: Step, tensors: TensorInventory) -> Watched:
         return run_meta(step, tensors)
     except MeasureError:
         raise
-    except Exception as meta_error:  # noqa: BLE001 - e.g. CPU tensors made in forward: fake tensors cope
+    except Exception as meta_error:
         # Fake tensors on meta first (what the weights are), then as CPU tensors: a forward that
         # builds CPU tensors and mixes them with its weights runs only where both agree.
         for meta_as_cpu in (False, True):
@@ -236,7 +243,7 @@ def _shapes_only_attempts(step: Step, tensors: TensorInventory) -> Watched:
                 return run_fake(step, tensors, meta_as_cpu=meta_as_cpu)
             except MeasureError:
                 raise
-            except Exception:  # noqa: BLE001
+            except Exception:
                 continue
         raise meta_error from None
 

@@ -50,7 +50,9 @@ class Parallel:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise MeasureError(f"parallel strategy must be one of {', '.join(map(repr, STRATEGIES))}, found {self.strategy!r}")
+            raise MeasureError(
+                f"parallel strategy must be one of {', '.join(map(repr, STRATEGIES))}, found {self.strategy!r}"
+            )
         if isinstance(self.world_size, bool) or not isinstance(self.world_size, int) or self.world_size < 1:
             raise MeasureError(f"parallel world_size must be a positive integer, found {self.world_size!r}")
         for key in ("param_dtype", "reduce_dtype"):
@@ -60,7 +62,9 @@ class Parallel:
         for key in ("reshard_after_forward", "activation_checkpointing"):
             if not isinstance(getattr(self, key), bool):
                 raise MeasureError(f"parallel {key} must be true or false, found {getattr(self, key)!r}")
-        if self.tp_size is not None and (isinstance(self.tp_size, bool) or not isinstance(self.tp_size, int) or self.tp_size < 1):
+        if self.tp_size is not None and (
+            isinstance(self.tp_size, bool) or not isinstance(self.tp_size, int) or self.tp_size < 1
+        ):
             raise MeasureError(f"parallel tp_size must be a positive integer, found {self.tp_size!r}")
         if self.strategy == "fsdp" and (self.tp_size is not None or self.tp_plan is not None):
             raise MeasureError('parallel tp_size and tp_plan apply to strategy "tp" or "fsdp+tp", not "fsdp"')
@@ -71,9 +75,13 @@ class Parallel:
                 f'parallel strategy "fsdp+tp" needs a tp_size that divides world_size {self.world_size}, found {self.tp_size!r}'
             )
         if self.tp_plan is not None:
-            bad = next(((k, v) for k, v in dict(self.tp_plan).items() if not isinstance(k, str) or v not in STYLES), None)
+            bad = next(
+                ((k, v) for k, v in dict(self.tp_plan).items() if not isinstance(k, str) or v not in STYLES), None
+            )
             if bad is not None:
-                raise MeasureError(f"parallel tp_plan: {bad[0]!r}: {bad[1]!r} is not a style; expected one of {', '.join(STYLES)}")
+                raise MeasureError(
+                    f"parallel tp_plan: {bad[0]!r}: {bad[1]!r} is not a style; expected one of {', '.join(STYLES)}"
+                )
         if self.wrap is not None and (
             isinstance(self.wrap, str) or not all(isinstance(name, str) for name in self.wrap)
         ):
@@ -86,7 +94,9 @@ class Parallel:
         if isinstance(value, Parallel):
             return value
         if not isinstance(value, Mapping):
-            raise MeasureError(f"parallel must be a Parallel or a dict such as {{'strategy': 'fsdp', 'world_size': 8}}, found {value!r}")
+            raise MeasureError(
+                f"parallel must be a Parallel or a dict such as {{'strategy': 'fsdp', 'world_size': 8}}, found {value!r}"
+            )
         known = [f.name for f in fields(cls)]
         unknown = [key for key in value if key not in known]
         if unknown:
@@ -173,7 +183,15 @@ def units(model: torch.nn.Module, wrap: tuple[str, ...] | None) -> list[tuple[st
 
 
 #: Tensor-parallel styles by the names transformers' plans use.
-STYLES = ("colwise", "rowwise", "colwise_gather_output", "colwise_rep", "embedding_rowwise", "rowwise_rep", "sequence_parallel")
+STYLES = (
+    "colwise",
+    "rowwise",
+    "colwise_gather_output",
+    "colwise_rep",
+    "embedding_rowwise",
+    "rowwise_rep",
+    "sequence_parallel",
+)
 
 
 def _style(name: str) -> Any:

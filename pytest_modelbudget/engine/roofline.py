@@ -26,11 +26,15 @@ def compute_dtype(func: Any, args: tuple, out: Any) -> str:
     as PyTorch runs them on CUDA (TF32 for convolutions, cuDNN's default; full fp32 for matmuls
     unless ``torch.backends.cuda.matmul.allow_tf32``)."""
     tensors = [t for t in (*args, out) if isinstance(t, torch.Tensor)]
-    dtype = next((t.dtype for t in tensors if t.dtype.is_floating_point or t.dtype in (torch.int8, torch.uint8)), torch.float32)
+    dtype = next(
+        (t.dtype for t in tensors if t.dtype.is_floating_point or t.dtype in (torch.int8, torch.uint8)), torch.float32
+    )
     name = "fp8" if "float8" in str(dtype) else _DTYPES.get(dtype, "fp32")
     if name == "fp32":
         convolution = "conv" in func._overloadpacket.__name__
-        if (convolution and torch.backends.cudnn.allow_tf32) or (not convolution and torch.backends.cuda.matmul.allow_tf32):
+        if (convolution and torch.backends.cudnn.allow_tf32) or (
+            not convolution and torch.backends.cuda.matmul.allow_tf32
+        ):
             return "tf32"
     return name
 

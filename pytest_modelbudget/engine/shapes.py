@@ -17,7 +17,8 @@ where the op's own meta kernel would refuse.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
@@ -94,7 +95,11 @@ def cpu_to_meta(values: Any) -> Any:
         return None
     return pytree.tree_map_only(
         torch.Tensor,
-        lambda t: t if t.is_meta or isinstance(t, FakeTensor) else _no_data_tensor(t.shape, t.stride(), t.dtype, torch.device("meta"), None),
+        lambda t: (
+            t
+            if t.is_meta or isinstance(t, FakeTensor)
+            else _no_data_tensor(t.shape, t.stride(), t.dtype, torch.device("meta"), None)
+        ),
         values,
     )
 
@@ -216,7 +221,13 @@ def _no_data(out: Any) -> bool:
 
 def _fresh(out: torch.Tensor) -> tuple:
     """What ``_no_data_tensor`` needs to make ``out`` again."""
-    return (tuple(out.shape), out.stride(), out.dtype, out.device, out.fake_mode if isinstance(out, FakeTensor) else None)
+    return (
+        tuple(out.shape),
+        out.stride(),
+        out.dtype,
+        out.device,
+        out.fake_mode if isinstance(out, FakeTensor) else None,
+    )
 
 
 def _plain_view(out: torch.Tensor, base: torch.Tensor) -> bool:

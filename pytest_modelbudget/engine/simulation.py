@@ -52,7 +52,14 @@ def attention_kernel(
     dtype, head_dim = query.dtype, query.shape[-1]
     if key.shape[-1] != head_dim:
         return "math"
-    if flash and dtype in _HALF and attn_mask is None and head_dim <= 256 and head_dim % 8 == 0 and value.shape[-1] == head_dim:
+    if (
+        flash
+        and dtype in _HALF
+        and attn_mask is None
+        and head_dim <= 256
+        and head_dim % 8 == 0
+        and value.shape[-1] == head_dim
+    ):
         return "flash"
     alignment = 4 if dtype == torch.float32 else 8
     if grouped:

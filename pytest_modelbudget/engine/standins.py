@@ -15,7 +15,8 @@ snapshot: whatever ``forward`` assigned or added (a cache, a counter, weight nor
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 

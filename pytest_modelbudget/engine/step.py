@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch.utils._pytree import tree_flatten
@@ -107,7 +108,12 @@ class Step:
             if attention is not None:
                 stack.enter_context(attention)
             counter, foreach = self.run(
-                stand_ins, args, keywords, MemoryLedger(self.target.block, keep_peak=split), on_cuda, shapes_only=shapes_only
+                stand_ins,
+                args,
+                keywords,
+                MemoryLedger(self.target.block, keep_peak=split),
+                on_cuda,
+                shapes_only=shapes_only,
             )
         if attention is not None:
             approximations.extend(attention.approximations())

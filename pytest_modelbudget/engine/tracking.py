@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter, defaultdict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch._C import DispatchKey
@@ -20,12 +21,12 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ..gpus import Gpu
+from ..stats import MAX_SHAPES
 from . import shapes
 from .formulas import has_formula
 from .formulas.table import Pricer, pricer
 from .inputs import is_size_table, keeps_size_tables
-from ..gpus import Gpu
-from ..stats import MAX_SHAPES
 from .memory import MemoryLedger
 from .roofline import op_seconds
 
@@ -99,8 +100,14 @@ def _nbytes(tensor: torch.Tensor) -> int:
 #: In-place ops that overwrite their first argument without reading it.
 _OVERWRITES = frozenset(
     {
-        torch.ops.aten.copy_, torch.ops.aten.fill_, torch.ops.aten.zero_, torch.ops.aten.normal_,
-        torch.ops.aten.uniform_, torch.ops.aten.bernoulli_, torch.ops.aten.random_, torch.ops.aten.exponential_,
+        torch.ops.aten.copy_,
+        torch.ops.aten.fill_,
+        torch.ops.aten.zero_,
+        torch.ops.aten.normal_,
+        torch.ops.aten.uniform_,
+        torch.ops.aten.bernoulli_,
+        torch.ops.aten.random_,
+        torch.ops.aten.exponential_,
     }
 )
 
@@ -128,7 +135,16 @@ class _OpFacts:
     looping model runs the same few ops tens of thousands of times."""
 
     __slots__ = (
-        "query", "decomposable", "moves", "overwrites", "communication", "price", "name", "constructor", "written", "folds"
+        "communication",
+        "constructor",
+        "decomposable",
+        "folds",
+        "moves",
+        "name",
+        "overwrites",
+        "price",
+        "query",
+        "written",
     )
 
     def __init__(self, func: Any) -> None:
@@ -380,7 +396,9 @@ class OpCounter(TorchDispatchMode):
             moved = read + written
         cost = facts.price(args, kwargs, out)
         if self.gpu is not None:
-            self.seconds[name] += op_seconds(self.gpu, func, args, out, cost.flops if cost else 0, bool(cost and cost.macs), moved)
+            self.seconds[name] += op_seconds(
+                self.gpu, func, args, out, cost.flops if cost else 0, bool(cost and cost.macs), moved
+            )
         if cost is None:
             self.uncounted[facts.name] += 1
             return

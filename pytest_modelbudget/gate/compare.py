@@ -82,7 +82,8 @@ def compare(base: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]])
             moves = [
                 (figure, before["figures"][figure], now["figures"][figure])
                 for figure in COMPARED
-                if _is_int(before["figures"].get(figure)) and _is_int(now["figures"].get(figure))
+                if _is_int(before["figures"].get(figure))
+                and _is_int(now["figures"].get(figure))
                 and before["figures"][figure] != now["figures"][figure]
             ]
             if moves:
@@ -99,7 +100,9 @@ def _is_int(value: object) -> bool:
 def compare_lines(comparison: Comparison, base_name: str) -> list[str]:
     """The terminal's account: one line per budget that moved, then the count."""
     lines = [f"against {base_name}:"]
-    lines += [f"  {name}: {', '.join(move_text(*move) for move in moves)}" for name, moves in comparison.changed.items()]
+    lines += [
+        f"  {name}: {', '.join(move_text(*move) for move in moves)}" for name, moves in comparison.changed.items()
+    ]
     lines += [f"  {name}: new (not in {base_name})" for name in comparison.new]
     lines += [f"  {name}: in {base_name}, not in this run" for name in comparison.gone]
     lines += [f"  {name}: errored in one of the two runs, not compared" for name in comparison.errored]
@@ -122,9 +125,13 @@ def compare_markdown(
             for figure, before, now in moves:
                 kind = FIGURES[figure]
                 change = format_percent(now / before - 1) if before else f"{now - before:+,}"
-                lines.append(f"| {_cell(name)} | {figure} | {format_quantity(before, kind)} | {format_quantity(now, kind)} | {change} |")
+                lines.append(
+                    f"| {_cell(name)} | {figure} | {format_quantity(before, kind)} | {format_quantity(now, kind)} | {change} |"
+                )
         for name, moves in comparison.changed.items():
-            figures = [figure for figure, _, _ in moves if figure in ("params", "macs", "peak_memory", "memory_traffic")][:3]
+            figures = [
+                figure for figure, _, _ in moves if figure in ("params", "macs", "peak_memory", "memory_traffic")
+            ][:3]
             if not figures or not records[name].get("layers") or not base[name].get("layers"):
                 continue
             table = layer_diff(records[name]["layers"], base[name]["layers"], figures, None)
@@ -155,4 +162,3 @@ def compare_json(comparison: Comparison, base_path: str) -> dict[str, Any]:
         "gone": comparison.gone,
         "errored": comparison.errored,
     }
-

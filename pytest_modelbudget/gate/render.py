@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..quantities import format_bytes, format_count, format_time
 from ..stats import ModelStats
@@ -79,7 +79,9 @@ def format_shapes(shapes: list[list[int]], calls: int = 1) -> str:
     return text
 
 
-def layer_tree(stats: ModelStats, depth: int | None = None, columns: Sequence[str] = DEFAULT_TREE) -> tuple[list[str], list[list[str]]]:
+def layer_tree(
+    stats: ModelStats, depth: int | None = None, columns: Sequence[str] = DEFAULT_TREE
+) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-module tree, indented by depth, totals last."""
     with_memory = any(layer.peak_memory is not None for layer in stats.layers.values())
     chosen = ["type", *[c for c in columns if c != "type" and (c != "peak_memory" or with_memory)]]
@@ -125,12 +127,16 @@ def totals_lines(stats: ModelStats) -> list[str]:
             f"peak memory:      {stats.peak_memory:,} ({format_bytes(stats.peak_memory)}, {stats.peak_memory_source})"
         )
         if stats.peak_memory_source == "cuda" and stats.peak_memory_estimate is not None:
-            lines.append(f"  estimate:       {stats.peak_memory_estimate:,} ({format_bytes(stats.peak_memory_estimate)})")
+            lines.append(
+                f"  estimate:       {stats.peak_memory_estimate:,} ({format_bytes(stats.peak_memory_estimate)})"
+            )
         lines += [f"  assumed:        {item}" for item in stats.peak_memory_approximations]
         if stats.peak_memory_split:
             lines.append(
                 "  at the peak:    "
-                + ", ".join(f"{kind.replace('_', ' ')} {format_bytes(size)}" for kind, size in stats.peak_memory_split.items())
+                + ", ".join(
+                    f"{kind.replace('_', ' ')} {format_bytes(size)}" for kind, size in stats.peak_memory_split.items()
+                )
             )
     lines.append(f"mode:             {stats.mode} ({stats.execution} execution)")
     if stats.shared_params:

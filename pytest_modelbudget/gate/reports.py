@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..quantities import format_percent, format_quantity
 from ..stats import FIGURES
@@ -22,7 +23,9 @@ MOVED = (*SHOWN, "memory_traffic")
 NARROWING = ("flops", "bytes")
 
 
-def summary_rows(records: Iterable[dict[str, Any]], columns: Iterable[str] = SHOWN) -> tuple[list[str], list[list[str]]]:
+def summary_rows(
+    records: Iterable[dict[str, Any]], columns: Iterable[str] = SHOWN
+) -> tuple[list[str], list[list[str]]]:
     columns = tuple(columns)
     records = list(records)
     # One figure for the column, the most telling that moved anywhere, so that rows compare.
@@ -71,7 +74,11 @@ def _limit_use(figures: dict[str, int], limits: dict[str, int]) -> str:
 def _baseline_change(figures: dict[str, int], baseline: dict[str, int] | None, common: str | None = None) -> str:
     if not baseline:
         return "new"
-    changes = {f: (figures[f] - old) / old for f, old in baseline.items() if old and figures.get(f) is not None and figures[f] != old}
+    changes = {
+        f: (figures[f] - old) / old
+        for f, old in baseline.items()
+        if old and figures.get(f) is not None and figures[f] != old
+    }
     if not changes:
         return "="
     if common in changes:
@@ -80,7 +87,9 @@ def _baseline_change(figures: dict[str, int], baseline: dict[str, int] | None, c
     return f"{format_percent(changes[figure])} {figure}"
 
 
-def terminal_table(records: Iterable[dict[str, Any]], columns: Iterable[str] | None = None, width: int | None = None) -> str:
+def terminal_table(
+    records: Iterable[dict[str, Any]], columns: Iterable[str] | None = None, width: int | None = None
+) -> str:
     """The summary table with ``columns`` (default: every figure, less those that do not fit in
     ``width``, in NARROWING order)."""
     records = list(records)
@@ -97,7 +106,14 @@ def terminal_table(records: Iterable[dict[str, Any]], columns: Iterable[str] | N
 
 
 #: The mark before each budget in the Markdown table, by its verdict cell: what a reviewer scans.
-MARKS = {"failed": "❌", "error": "⚠️", "passed, test failed": "❌", "tighten, test failed": "❌", "tighten": "⬇️", "passed": "✅"}
+MARKS = {
+    "failed": "❌",
+    "error": "⚠️",
+    "passed, test failed": "❌",
+    "tighten, test failed": "❌",
+    "tighten": "⬇️",
+    "passed": "✅",
+}
 
 
 def markdown_report(records: Iterable[dict[str, Any]]) -> str:

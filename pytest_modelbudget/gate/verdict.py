@@ -3,8 +3,9 @@ the pass / fail / can-be-tightened policy and the per-layer diff of a failure.""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from ..quantities import format_pair, format_percent, format_quantity
 from ..stats import FIGURES
@@ -232,7 +233,15 @@ def layer_diff(
         own_changes = [0 if f == "peak_memory" and name in explained else c for f, c in zip(figures, changes)]
         if not any(own_changes):
             continue
-        status = "added" if old is None else "removed" if new is None else "grown" if changes[0] > 0 or (changes[0] == 0 and any(c > 0 for c in changes)) else "shrunk"
+        status = (
+            "added"
+            if old is None
+            else "removed"
+            if new is None
+            else "grown"
+            if changes[0] > 0 or (changes[0] == 0 and any(c > 0 for c in changes))
+            else "shrunk"
+        )
         row = [name or "(root)", (layers.get(name) or {}).get("type", "-"), status]
         for figure, change in zip(figures, changes):
             kind = FIGURES[figure]
@@ -276,15 +285,18 @@ def _memory_explained_by_children(now: dict[str, dict[str, int]], before: dict[s
 def largest_layers(layers: dict[str, dict[str, Any]], figure: str, limit: int | None) -> str:
     # Leaves only: parents repeat their children's figures.
     names = [
-        n for n in layers
-        if n and layers[n].get(figure) and not any(other.startswith(n + ".") for other in layers)
+        n for n in layers if n and layers[n].get(figure) and not any(other.startswith(n + ".") for other in layers)
     ]
     ranked = sorted(names, key=lambda n: -(layers[n].get(figure) or 0))
     total = layers.get("", {}).get(figure) or 0
     kind = FIGURES[figure]
     rows = [
-        [name, layers[name].get("type", ""), format_quantity(layers[name].get(figure) or 0, kind),
-         f"{100 * (layers[name].get(figure) or 0) / total:.1f}%" if total else "-"]
+        [
+            name,
+            layers[name].get("type", ""),
+            format_quantity(layers[name].get(figure) or 0, kind),
+            f"{100 * (layers[name].get(figure) or 0) / total:.1f}%" if total else "-",
+        ]
         for name in ranked[: limit or len(ranked)]
     ]
     return text_table(["layer", "type", figure, "share"], rows, right_align_from=2)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .fixture import ModelBudget
     from .session import BudgetSession
 
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
@@ -58,7 +59,9 @@ def pytest_configure(config: pytest.Config) -> None:
         file=budget_file,
         update=config.getoption("update_budgets"),
         prune=config.getoption("prune_budgets"),
-        default_tolerance=parse_tolerance_option(config.getini("modelbudget_tolerance"), "ini option modelbudget_tolerance"),
+        default_tolerance=parse_tolerance_option(
+            config.getini("modelbudget_tolerance"), "ini option modelbudget_tolerance"
+        ),
         strict=strict(config),
     )
     compare_with = report_path(config, "budget_compare", "modelbudget_compare")
@@ -82,10 +85,10 @@ def pytest_configure(config: pytest.Config) -> None:
                 ),
                 stacklevel=2,
             )
-    if any(entry.factory for entry in budget_file.budgets.values()) and _collects_directories(config):
-        # Declared models live in the budget file, which collecting testpaths would not visit.
-        if path.exists() and str(path) not in config.args:
-            config.args.append(str(path))
+    declared = any(entry.factory for entry in budget_file.budgets.values())
+    # Declared models live in the budget file, which collecting testpaths would not visit.
+    if declared and _collects_directories(config) and path.exists() and str(path) not in config.args:
+        config.args.append(str(path))
 
 
 def _columns(config: pytest.Config) -> tuple[list[str] | None, str]:
@@ -234,7 +237,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if budget_session.conflicts and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # A budget that errored has no figures to record: its baseline stays as it was.
-    records = {n: r for n, r in budget_session.records.items() if r["verdict"]["status"] != "error"} if budget_session.update else {}
+    records = (
+        {n: r for n, r in budget_session.records.items() if r["verdict"]["status"] != "error"}
+        if budget_session.update
+        else {}
+    )
     remove = budget_session.stale if budget_session.prune else []
     if records or remove:
         try:
@@ -242,7 +249,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         except (OSError, BudgetFileError) as exc:
             # One line, the tests' verdicts kept, the reports still written; the file untouched.
             # The tests' verdict stands (as for the reports): the line says what was not done.
-            budget_session.write_error = str(exc) if isinstance(exc, BudgetFileError) else f"{budget_session.path}: not written: {exc}"
+            budget_session.write_error = (
+                str(exc) if isinstance(exc, BudgetFileError) else f"{budget_session.path}: not written: {exc}"
+            )
     if budget_session.strict and budget_session.stale and not budget_session.prune and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     _write_reports(config, budget_session)
@@ -275,11 +284,17 @@ def _write_reports_in_units(config: pytest.Config, budget_session: BudgetSession
         comparison = compare(base, records)
     json_path = report_path(config, "budget_json", "modelbudget_json")
     if json_path:
-        extra: dict[str, Any] = {"torch": torch_version(), "budgets_file": str(budget_session.path), "stale": sorted(budget_session.stale)}
+        extra: dict[str, Any] = {
+            "torch": torch_version(),
+            "budgets_file": str(budget_session.path),
+            "stale": sorted(budget_session.stale),
+        }
         if comparison is not None:
             extra["compare"] = compare_json(comparison, base_path)
         write("--budget-json", json_path, json_report(records, extra))
-    markdown = markdown_report(records.values()) if records else "### Model budgets\n\nNo budget was measured in this run.\n"
+    markdown = (
+        markdown_report(records.values()) if records else "### Model budgets\n\nNo budget was measured in this run.\n"
+    )
     if budget_session.stale:
         markdown += f"- entries no test stands for (stale): {', '.join(sorted(budget_session.stale))}\n"
     if comparison is not None:
@@ -303,7 +318,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 #: pytest's markup for a verdict cell (shown only where pytest colours: a tty, or --color=yes).
-VERDICT_MARKUP = {"failed": {"red": True, "bold": True}, "error": {"red": True, "bold": True}, "tighten": {"yellow": True}, "passed": {"green": True}}
+VERDICT_MARKUP = {
+    "failed": {"red": True, "bold": True},
+    "error": {"red": True, "bold": True},
+    "tighten": {"yellow": True},
+    "passed": {"green": True},
+}
 
 
 def _terminal_summary(terminalreporter: Any, config: pytest.Config, budget_session: BudgetSession) -> None:
@@ -312,7 +332,13 @@ def _terminal_summary(terminalreporter: Any, config: pytest.Config, budget_sessi
 
     records = budget_session.records
     stale = budget_session.stale
-    if not records and not stale and not budget_session.conflicts and not budget_session.report_errors and not budget_session.compare_base:
+    if (
+        not records
+        and not stale
+        and not budget_session.conflicts
+        and not budget_session.report_errors
+        and not budget_session.compare_base
+    ):
         return
     terminalreporter.section("model budgets")
     for line in budget_session.report_errors:
@@ -364,7 +390,9 @@ def _terminal_summary(terminalreporter: Any, config: pytest.Config, budget_sessi
 
 def _write_row(terminalreporter: Any, line: str) -> None:
     """A table line, its verdict (the last cell) coloured where pytest colours."""
-    verdict = next((v for v in ("passed, test failed", "tighten, test failed", *VERDICT_MARKUP) if line.endswith("  " + v)), None)
+    verdict = next(
+        (v for v in ("passed, test failed", "tighten, test failed", *VERDICT_MARKUP) if line.endswith("  " + v)), None
+    )
     if verdict is None:
         terminalreporter.write_line(line)
         return

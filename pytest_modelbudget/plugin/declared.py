@@ -58,7 +58,9 @@ class DeclaredModel(pytest.Item):
         if entry.dtype is not None:
             dtype = getattr(torch, entry.dtype, None)
             if not isinstance(dtype, torch.dtype):
-                raise DeclaredModelError(f"{where('dtype')}: budgets.{self.name}.dtype: {entry.dtype!r} is not a torch dtype")
+                raise DeclaredModelError(
+                    f"{where('dtype')}: budgets.{self.name}.dtype: {entry.dtype!r} is not a torch dtype"
+                )
         loss_fn, optimizer_class, optimizer = named("loss"), named("optimizer"), None
         if optimizer_class is not None:
             optimizer_kwargs = dict(entry.optimizer_kwargs)

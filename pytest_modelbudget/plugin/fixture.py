@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -88,7 +89,9 @@ class ModelBudget:
             return named
         return chosen
 
-    def check(self, model: torch.nn.Module, inputs: Any = None, *, name: str | None = None, **options: Any) -> ModelStats:
+    def check(
+        self, model: torch.nn.Module, inputs: Any = None, *, name: str | None = None, **options: Any
+    ) -> ModelStats:
         """Measure (``options`` as for :meth:`measure`) and hold the figures to the marker's
         limits, the ``budgets.toml`` entry ``name`` (default: the test's node id) and its baseline."""
         __tracebackhide__ = True
@@ -104,7 +107,12 @@ class ModelBudget:
             options["device"] = entry.device
         if options.get("gpu") is None and not (self._marker and self._marker.gpu) and entry and entry.gpu:
             options["gpu"] = entry.gpu
-        if options.get("parallel") is None and not (self._marker and self._marker.parallel) and entry and entry.parallel:
+        if (
+            options.get("parallel") is None
+            and not (self._marker and self._marker.parallel)
+            and entry
+            and entry.parallel
+        ):
             options["parallel"] = entry.parallel.model_dump(exclude_none=True)
         try:
             stats = self.measure(model, inputs, **options)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from ..errors import BudgetUsageError
 from ..budgets.schema import parse_tolerance
+from ..errors import BudgetUsageError
 from ..quantities import QuantityError, parse_quantity
 from ..stats import FIGURES
 
@@ -32,7 +33,7 @@ class BudgetMarker:
         """Reject unknown keys and unreadable values, naming what is accepted."""
         if args:
             raise BudgetUsageError(
-                f"budget marker takes keyword arguments only (e.g. params=\"12M\"), found positional {args!r}"
+                f'budget marker takes keyword arguments only (e.g. params="12M"), found positional {args!r}'
             )
         limits: dict[str, int] = {}
         for key, value in kwargs.items():
@@ -75,5 +76,7 @@ class BudgetMarker:
                 ) from None
         gpu = kwargs.get("gpu")
         if gpu is not None and (not isinstance(gpu, str) or not gpu):
-            raise BudgetUsageError(f"budget marker: gpu={gpu!r}; expected a GPU's name such as \"h100-sxm\"")
-        return cls(limits=limits, tolerance=tolerance, name=name, mode=mode, outputs=outputs, parallel=parallel, gpu=gpu)
+            raise BudgetUsageError(f'budget marker: gpu={gpu!r}; expected a GPU\'s name such as "h100-sxm"')
+        return cls(
+            limits=limits, tolerance=tolerance, name=name, mode=mode, outputs=outputs, parallel=parallel, gpu=gpu
+        )

@@ -11,7 +11,7 @@ DEFAULT_FILE = "budgets.toml"
 
 MARKER_HELP = (
     "budget(**limits, tolerance=None, name=None, mode=None, outputs=None, parallel=None, gpu=None): hold the models this test checks "
-    "with the model_budget fixture to these limits, e.g. budget(params=\"12M\", macs=\"1.9G\")"
+    'with the model_budget fixture to these limits, e.g. budget(params="12M", macs="1.9G")'
 )
 
 
@@ -36,7 +36,9 @@ def add_options(parser: pytest.Parser) -> None:
         help="fail budgets without a baseline, markers never checked and stale entries "
         "(the default when the CI environment variable is set)",
     )
-    group.addoption("--budgets-file", default=None, metavar="PATH", help="budget file (default: budgets.toml at the rootdir)")
+    group.addoption(
+        "--budgets-file", default=None, metavar="PATH", help="budget file (default: budgets.toml at the rootdir)"
+    )
     group.addoption("--budget-json", default=None, metavar="PATH", help="write every figure and verdict as JSON")
     group.addoption("--budget-markdown", default=None, metavar="PATH", help="write the summary table as Markdown")
     group.addoption(
@@ -54,13 +56,22 @@ def add_options(parser: pytest.Parser) -> None:
     )
     parser.addini("modelbudget_file", "budget file, relative to the ini file", default=DEFAULT_FILE)
     parser.addini("modelbudget_columns", "figures in the summary table (as --budget-columns), e.g. params,macs")
-    parser.addini("modelbudget_compare", "compare with this --budget-json report (as --budget-compare), relative to the ini file")
+    parser.addini(
+        "modelbudget_compare", "compare with this --budget-json report (as --budget-compare), relative to the ini file"
+    )
     parser.addini("modelbudget_tolerance", 'default tolerance above a baseline, e.g. "1%"', default="1%")
-    parser.addini("modelbudget_strict", "strict mode (as --budget-strict); default: on when CI is set", type="bool", default=None)
+    parser.addini(
+        "modelbudget_strict", "strict mode (as --budget-strict); default: on when CI is set", type="bool", default=None
+    )
     # The one-shot actions (--update-budgets, --prune-budgets) have no ini twin: a setting that
     # rewrote the budget file on every run would record every regression as the new baseline.
-    parser.addini("modelbudget_json", "write the JSON report here on every run (as --budget-json), relative to the ini file")
-    parser.addini("modelbudget_markdown", "write the Markdown report here on every run (as --budget-markdown), relative to the ini file")
+    parser.addini(
+        "modelbudget_json", "write the JSON report here on every run (as --budget-json), relative to the ini file"
+    )
+    parser.addini(
+        "modelbudget_markdown",
+        "write the Markdown report here on every run (as --budget-markdown), relative to the ini file",
+    )
 
 
 def report_path(config: pytest.Config, option: str, ini: str) -> str | None:

@@ -64,7 +64,11 @@ class BudgetSession:
     # -- hooks: this object is registered as a plugin for the run ----------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # Under xdist the controller sees every worker's reports here: one place gathers all.
-        if report.failed and "budget" in report.keywords and not any(key == RECORD_KEY for key, _ in report.user_properties):
+        if (
+            report.failed
+            and "budget" in report.keywords
+            and not any(key == RECORD_KEY for key, _ in report.user_properties)
+        ):
             # A budget test that errored before its figures were checked (its factory raised, the
             # model would not run): the reports list it, so that it is not silently missing.
             # A declared model's budget is named after its entry; an in-code test's, its node id.
@@ -97,7 +101,11 @@ class BudgetSession:
     def tolerance(self, entry: Entry | None, marker: BudgetMarker | None) -> dict[str, float]:
         """Each figure's tolerance: the marker's, else the entry's, else [settings]', else the ini
         option's; a per-figure table leaves the figures it does not name to the next level."""
-        levels = [marker.tolerance if marker else None, entry.tolerance if entry else None, self.file.settings.tolerance]
+        levels = [
+            marker.tolerance if marker else None,
+            entry.tolerance if entry else None,
+            self.file.settings.tolerance,
+        ]
         chosen: dict[str, float] = {}
         for figure in FIGURES:
             for level in levels:
@@ -146,7 +154,10 @@ class BudgetSession:
             names={"unused_params": tuple(stats.unused_params)},
         )
         layers = {
-            layer_name: {"type": layer.type, **{f: getattr(layer, f) for f in LAYER_FIGURES if getattr(layer, f) is not None}}
+            layer_name: {
+                "type": layer.type,
+                **{f: getattr(layer, f) for f in LAYER_FIGURES if getattr(layer, f) is not None},
+            }
             for layer_name, layer in stats.layers.items()
         }
         record = {
@@ -154,7 +165,9 @@ class BudgetSession:
             "nodeid": item.nodeid,
             "figures": stats.figures(),
             "limits": limits,
-            "baseline": baseline.totals() if baseline else (entry.baseline.totals() if entry and entry.baseline else None),
+            "baseline": baseline.totals()
+            if baseline
+            else (entry.baseline.totals() if entry and entry.baseline else None),
             "verdict": verdict.to_dict(),
             "layers": layers,
             "mode": stats.mode,
@@ -189,9 +202,15 @@ class BudgetSession:
                 # code of the model's own forward.
                 baseline_layers = {"": {f: v for f, v in baseline.totals().items() if f in LAYER_FIGURES}}
                 baseline_layers.update({n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()})
-            notes = [*structure_lines(record), *(provenance_notes(baseline, stats) if baseline else []), *caveats(record)]
+            notes = [
+                *structure_lines(record),
+                *(provenance_notes(baseline, stats) if baseline else []),
+                *caveats(record),
+            ]
             with byte_units(self.file.settings.units):
-                message = failure_message(verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats), notes)
+                message = failure_message(
+                    verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats), notes
+                )
             record["failure"] = message  # the Markdown report shows it under the budget's row
         item.user_properties.append((RECORD_KEY, record))
         if message is not None:

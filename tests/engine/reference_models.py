@@ -25,8 +25,12 @@ def vgg16() -> nn.Module:
         nn.AdaptiveAvgPool2d((7, 7)),
         nn.Flatten(),
         nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(True),
+            nn.Dropout(),
             nn.Linear(4096, 1000),
         ),
     )
@@ -95,7 +99,9 @@ class NanoGPT(nn.Module):
     F.scaled_dot_product_attention, a GELU MLP, pre-norm blocks with biased LayerNorms, a tied
     lm_head, and forward(idx, targets) returning (logits, loss)."""
 
-    def __init__(self, vocab: int = 512, block_size: int = 128, layers: int = 2, heads: int = 4, dim: int = 128) -> None:
+    def __init__(
+        self, vocab: int = 512, block_size: int = 128, layers: int = 2, heads: int = 4, dim: int = 128
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.wte = nn.Embedding(vocab, dim)

@@ -12,7 +12,9 @@ from hypothesis import strategies as st  # noqa: E402
 from pytest_modelbudget.engine.inventory import _covered_bytes  # noqa: E402
 
 spans = st.lists(
-    st.tuples(st.integers(0, 3), st.integers(0, 64), st.integers(0, 64)).map(lambda t: (t[0], min(t[1], t[2]), max(t[1], t[2]))),
+    st.tuples(st.integers(0, 3), st.integers(0, 64), st.integers(0, 64)).map(
+        lambda t: (t[0], min(t[1], t[2]), max(t[1], t[2]))
+    ),
     max_size=12,
 )
 

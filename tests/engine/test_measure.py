@@ -14,7 +14,6 @@ from pytest_modelbudget import MeasureError, measure
 from ..helpers import measure_checked
 from .reference_models import mnist_mlp, vgg16
 
-
 # --- published figures ------------------------------------------------------------------------
 
 
@@ -137,9 +136,7 @@ def test_transformer_encoder_layer_fast_path():
     assert fused == 2 * 7 * 16 * 16 * 4 + 2 * 7 * 7 * 16 * 2 + 2 * 7 * 16 * 32 * 2
 
 
-@pytest.mark.parametrize(
-    "cell, gates", [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)], ids=["lstm", "gru", "rnn"]
-)
+@pytest.mark.parametrize("cell, gates", [(nn.LSTM, 4), (nn.GRU, 3), (nn.RNN, 1)], ids=["lstm", "gru", "rnn"])
 def test_recurrent_layers(cell, gates):
     rnn = cell(10, 20, num_layers=2, batch_first=True)
     steps = 3 * 5  # batch x sequence
@@ -315,7 +312,9 @@ def test_measuring_leaves_the_model_exactly_as_it_was(mode):
     model[0].weight.requires_grad_(False)
     before = _snapshot(model)
     if mode == "adam":
-        measure_checked(model, input_size=(2, 3, 8, 8), mode="training", optimizer=lambda p: torch.optim.Adam(p, lr=1.0))
+        measure_checked(
+            model, input_size=(2, 3, 8, 8), mode="training", optimizer=lambda p: torch.optim.Adam(p, lr=1.0)
+        )
     else:
         measure_checked(model, input_size=(2, 3, 8, 8), mode=mode)
     assert _same(before, _snapshot(model))
@@ -340,12 +339,17 @@ def test_not_a_module():
 
 
 def test_inputs_that_do_not_match_forward():
-    with pytest.raises(MeasureError, match=r"do not match KeywordModel.forward\(input_ids.*missing a required argument: 'input_ids'; given \(token_ids=Tensor\(1, 2\)\)"):
+    with pytest.raises(
+        MeasureError,
+        match=r"do not match KeywordModel.forward\(input_ids.*missing a required argument: 'input_ids'; given \(token_ids=Tensor\(1, 2\)\)",
+    ):
         measure_checked(KeywordModel(), {"token_ids": torch.zeros(1, 2, dtype=torch.long)})
 
 
 def test_missing_input_size_names_forward():
-    with pytest.raises(MeasureError, match=r"Linear.forward\(input: torch.Tensor\).* needs inputs: pass inputs=... or input_size"):
+    with pytest.raises(
+        MeasureError, match=r"Linear.forward\(input: torch.Tensor\).* needs inputs: pass inputs=... or input_size"
+    ):
         measure_checked(nn.Linear(2, 2))
 
 

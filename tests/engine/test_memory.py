@@ -117,7 +117,9 @@ def test_training_holds_gradients_and_adam_its_state():
     # Adam holds exp_avg and exp_avg_sq per weight; foreach temporaries come on top.
     assert adam.peak_memory >= weights * 4
     assert "optimizer run with foreach=True, its default on CUDA" in adam.peak_memory_approximations
-    sgd = measure_checked(model, x, mode="training", optimizer=lambda params: torch.optim.SGD(params, lr=0.1, foreach=False))
+    sgd = measure_checked(
+        model, x, mode="training", optimizer=lambda params: torch.optim.SGD(params, lr=0.1, foreach=False)
+    )
     assert not any("foreach" in note for note in sgd.peak_memory_approximations)  # the user's choice stands
 
 
@@ -125,7 +127,9 @@ def test_activation_checkpointing_trades_memory_for_nothing_else():
     class Deep(nn.Module):
         def __init__(self, checkpointed: bool) -> None:
             super().__init__()
-            self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256)) for _ in range(6))
+            self.blocks = nn.ModuleList(
+                nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256)) for _ in range(6)
+            )
             self.checkpointed = checkpointed
 
         def forward(self, x):
@@ -219,7 +223,11 @@ def test_fewer_kv_heads_never_cost_more_memory(mode):
     peaks = {}
     for kv_heads in (8, 2):
         config = transformers.LlamaConfig(
-            vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+            vocab_size=1000,
+            hidden_size=256,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=8,
             num_key_value_heads=kv_heads,
         )
         with torch.device("meta"):
@@ -247,7 +255,11 @@ def test_fused_attention_never_holds_the_score_matrix():
     assert stats.peak_memory < scores / 2
     assert "scaled_dot_product_attention ran as CUDA's efficient kernel (1 call)" in stats.peak_memory_approximations
     # The kernel choice changes memory, never the arithmetic.
-    assert stats.macs == measure_checked(Attention(), (q, q.clone(), q.clone(), mask), device="cpu").macs == 2 * 8 * 2048 * 2048 * 64
+    assert (
+        stats.macs
+        == measure_checked(Attention(), (q, q.clone(), q.clone(), mask), device="cpu").macs
+        == 2 * 8 * 2048 * 2048 * 64
+    )
 
 
 def test_autocast_halves_the_activations():
@@ -263,7 +275,9 @@ def test_autocast_halves_the_activations():
     # The same model on the meta device (autocast has no meta kernels: it runs as fake CPU).
     with torch.device("meta"):
         on_meta = nn.Sequential(*[nn.Linear(1024, 1024) for _ in range(4)])
-    meta_half = measure_checked(on_meta, torch.empty(8192, 1024, device="meta"), mode="training", autocast=torch.bfloat16)
+    meta_half = measure_checked(
+        on_meta, torch.empty(8192, 1024, device="meta"), mode="training", autocast=torch.bfloat16
+    )
     assert meta_half.peak_memory == half.peak_memory
 
 
@@ -304,7 +318,11 @@ def test_a_python_loop_model_gives_the_same_figures_on_fake_and_meta_tensors():
     # call's metadata (engine/shapes.py), on fake and on meta tensors alike.
     transformers = pytest.importorskip("transformers")
     config = transformers.RwkvConfig(
-        vocab_size=500, hidden_size=64, num_hidden_layers=2, attention_hidden_size=64, intermediate_size=128,
+        vocab_size=500,
+        hidden_size=64,
+        num_hidden_layers=2,
+        attention_hidden_size=64,
+        intermediate_size=128,
         context_length=64,
     )
     cpu = transformers.AutoModel.from_config(config).eval()
@@ -403,7 +421,12 @@ def test_the_shape_memo_makes_an_op_of_several_outputs_from_its_first_call(monke
     assert ran == [batch_norm]
     assert isinstance(again, tuple) and len(again) == 3
     for made, kernel in zip(again, batch_norm(*arguments())):
-        assert (made.shape, made.stride(), made.dtype, made.device) == (kernel.shape, kernel.stride(), kernel.dtype, kernel.device)
+        assert (made.shape, made.stride(), made.dtype, made.device) == (
+            kernel.shape,
+            kernel.stride(),
+            kernel.dtype,
+            kernel.device,
+        )
     assert all(a.untyped_storage()._cdata != b.untyped_storage()._cdata for a, b in zip(first, again))
 
 
@@ -414,7 +437,7 @@ class FlatParams(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("flat", torch.randn(3 * 16 * 16))
-        self.a, self.b, self.c = (nn.Parameter(self.flat[i * 256:(i + 1) * 256].view(16, 16)) for i in range(3))
+        self.a, self.b, self.c = (nn.Parameter(self.flat[i * 256 : (i + 1) * 256].view(16, 16)) for i in range(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.a @ self.b @ self.c
@@ -499,7 +522,9 @@ def test_an_op_with_a_kernel_of_its_own_is_not_decomposed():
     # silu_backward has a CPU kernel and a composite one; decomposed, it held temporaries the CPU
     # kernel never allocates (EfficientNet-B0's training peak was 0.9% high, this block's 2x).
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.SiLU(inplace=True), nn.Conv2d(16, 8, 1))
+    model = nn.Sequential(
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.SiLU(inplace=True), nn.Conv2d(16, 8, 1)
+    )
     x = torch.randn(2, 8, 32, 32)
     expected = memtracker_peak(model, x, "training")
     assert measure_checked(model, inputs=x, mode="training", device="cpu").peak_memory == expected
@@ -554,7 +579,7 @@ def _memtracker_nanogpt(model: nn.Module, idx: torch.Tensor, targets: torch.Tens
     model.train()
     with tracker:
         if outputs == "kept":  # as nanoGPT's own training loop writes it
-            logits, loss = model(idx, targets)
+            _logits, loss = model(idx, targets)
             loss.backward()
         else:
             model(idx, targets)[1].backward()
@@ -572,7 +597,12 @@ def test_nanogpt_training_step_agrees_with_memtracker(outputs, adamw):
     idx, targets = torch.randint(0, 512, (4, 128)), torch.randint(0, 512, (4, 128))
     expected = _memtracker_nanogpt(model, idx, targets, outputs, adamw)
     stats = measure_checked(
-        model, inputs=(idx, targets), mode="training", device="cpu", loss_fn=lambda out: out[1], outputs=outputs,
+        model,
+        inputs=(idx, targets),
+        mode="training",
+        device="cpu",
+        loss_fn=lambda out: out[1],
+        outputs=outputs,
         optimizer=(lambda params: torch.optim.AdamW(params, foreach=False)) if adamw else None,
     )
     assert abs(stats.peak_memory - expected) <= 0.001 * expected, (stats.peak_memory, expected)
@@ -583,7 +613,9 @@ def test_releasing_the_outputs_frees_the_logits():
     model = NanoGPT()
     idx = torch.randint(0, 512, (4, 128))
     kept, released = (
-        measure_checked(model, inputs=(idx, idx), mode="training", device="cpu", loss_fn=lambda out: out[1], outputs=outputs)
+        measure_checked(
+            model, inputs=(idx, idx), mode="training", device="cpu", loss_fn=lambda out: out[1], outputs=outputs
+        )
         for outputs in ("kept", "released")
     )
     logits = 4 * 128 * 512 * 4

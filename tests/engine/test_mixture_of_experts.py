@@ -19,7 +19,11 @@ transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.slow
 
 SMALL = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
     vocab_size=500,
 )
 FAMILIES = {
@@ -32,19 +36,36 @@ FAMILIES = {
     "deepseek_v3": (
         "DeepseekV3Config",
         dict(
-            n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, first_k_dense_replace=1, n_group=1,
-            topk_group=1, kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+            n_routed_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            first_k_dense_replace=1,
+            n_group=1,
+            topk_group=1,
+            kv_lora_rank=16,
+            q_lora_rank=32,
+            qk_rope_head_dim=8,
+            qk_nope_head_dim=8,
+            v_head_dim=16,
         ),
     ),
     "gpt_oss": (
         "GptOssConfig",
-        dict(num_local_experts=4, num_experts_per_tok=2, head_dim=16, layer_types=["sliding_attention", "full_attention"]),
+        dict(
+            num_local_experts=4, num_experts_per_tok=2, head_dim=16, layer_types=["sliding_attention", "full_attention"]
+        ),
     ),
     "jamba": (
         "JambaConfig",
         dict(
-            num_experts=4, num_experts_per_tok=2, attn_layer_period=2, attn_layer_offset=1, expert_layer_period=2,
-            expert_layer_offset=1, mamba_d_state=8, mamba_expand=2,
+            num_experts=4,
+            num_experts_per_tok=2,
+            attn_layer_period=2,
+            attn_layer_offset=1,
+            expert_layer_period=2,
+            expert_layer_offset=1,
+            mamba_d_state=8,
+            mamba_expand=2,
         ),
     ),
 }
@@ -87,8 +108,13 @@ def test_mixtral_by_hand():
     config = dict(num_local_experts=8, num_experts_per_tok=2)
     model = transformers.MixtralForCausalLM(
         transformers.MixtralConfig(
-            hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            vocab_size=1000, **config,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=1000,
+            **config,
         )
     )
     tokens, hidden, inner, kv, heads, head_dim, experts, top_k, vocab = 16, 128, 256, 64, 4, 32, 8, 2, 1000
@@ -123,7 +149,9 @@ def test_an_eager_model_says_how_it_was_run_and_keeps_its_config():
     stats = measure_checked(model, input_size=(1, 8), dtype=torch.long)
     assert model.config._experts_implementation == "eager"
     assert model.model.layers[0].mlp.experts.config._experts_implementation == "eager"
-    assert any("experts_implementation='eager' ran as 'grouped_mm'" in note for note in stats.peak_memory_approximations)
+    assert any(
+        "experts_implementation='eager' ran as 'grouped_mm'" in note for note in stats.peak_memory_approximations
+    )
 
 
 def test_a_meta_kernel_that_refuses_leaves_no_torch_traceback_behind(caplog, monkeypatch):

@@ -28,7 +28,9 @@ def test_a_memory_bound_op_takes_its_bytes_over_the_bandwidth():
     stats = measure_checked(Relu(), input_size=(100_000_000,), gpu="h100-sxm")
     assert stats.roofline_time == round(800e6 / 3.35e12 * 1e9) == 238_806
     # An A100 80GB moves it at 2.039 TB/s.
-    assert measure_checked(Relu(), input_size=(100_000_000,), gpu="a100-sxm-80gb").roofline_time == round(800e6 / 2.039e12 * 1e9)
+    assert measure_checked(Relu(), input_size=(100_000_000,), gpu="a100-sxm-80gb").roofline_time == round(
+        800e6 / 2.039e12 * 1e9
+    )
 
 
 def test_a_compute_bound_matmul_takes_its_flops_over_the_dtypes_peak():

@@ -59,7 +59,9 @@ def fake_world(world_size: int) -> Iterator[object]:
         dist.destroy_process_group()
 
 
-def fsdp_mem_tracker_peak(make_model, inputs, world_size: int, mode: str, adamw: bool, loss=lambda out: out.sum()) -> int:
+def fsdp_mem_tracker_peak(
+    make_model, inputs, world_size: int, mode: str, adamw: bool, loss=lambda out: out.sum()
+) -> int:
     """PyTorch's own figure: FSDP2 on a real CPU model, each ModuleList block a unit, then the
     root, one step under FSDPMemTracker."""
     from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
@@ -102,7 +104,9 @@ def sharded(model, inputs, world_size, mode, adamw, **settings):
 
 
 @pytest.mark.parametrize(
-    ("mode", "adamw"), [("inference", False), ("training", False), ("training", True)], ids=["inference", "training", "training-adamw"]
+    ("mode", "adamw"),
+    [("inference", False), ("training", False), ("training", True)],
+    ids=["inference", "training", "training-adamw"],
 )
 @pytest.mark.parametrize("world_size", [2, 4])
 def test_a_block_stack_agrees_with_fsdp_mem_tracker(mode, adamw, world_size):
@@ -118,8 +122,13 @@ def test_a_block_stack_agrees_with_fsdp_mem_tracker(mode, adamw, world_size):
 def test_llama_training_agrees_with_fsdp_mem_tracker():
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(
-        hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
-        vocab_size=2000, attn_implementation="sdpa",
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        vocab_size=2000,
+        attn_implementation="sdpa",
     )
 
     def make_model():
@@ -132,16 +141,28 @@ def test_llama_training_agrees_with_fsdp_mem_tracker():
 
     expected = fsdp_mem_tracker_peak(make_model, ids, 4, "training", True, loss=loss)
     stats = measure_checked(
-        make_model(), {"input_ids": ids}, mode="training", device="cpu", loss_fn=loss,
-        optimizer=lambda params: torch.optim.AdamW(params, foreach=False), parallel=Parallel(world_size=4),
+        make_model(),
+        {"input_ids": ids},
+        mode="training",
+        device="cpu",
+        loss_fn=loss,
+        optimizer=lambda params: torch.optim.AdamW(params, foreach=False),
+        parallel=Parallel(world_size=4),
     )
     assert abs(stats.peak_memory - expected) <= 0.001 * expected, (stats.peak_memory, expected)
     # Params and MACs are the model's and the rank's step, as without sharding.
     single = measure_checked(make_model(), {"input_ids": ids}, mode="training", device="cpu", loss_fn=loss)
     assert (stats.params, stats.macs) == (single.params, single.macs)
     assert stats.parallel == {
-        "strategy": "fsdp", "world_size": 4, "reshard_after_forward": True, "param_dtype": None,
-        "reduce_dtype": None, "wrap": None, "activation_checkpointing": False, "tp_size": None, "tp_plan": None,
+        "strategy": "fsdp",
+        "world_size": 4,
+        "reshard_after_forward": True,
+        "param_dtype": None,
+        "reduce_dtype": None,
+        "wrap": None,
+        "activation_checkpointing": False,
+        "tp_size": None,
+        "tp_plan": None,
     }
 
 
@@ -187,7 +208,10 @@ def test_world_size_one_is_the_single_device_figure_plus_fsdps_own_buffers():
     for mode, adamw in (("inference", False), ("training", False), ("training", True)):
         one = sharded(Stack(), inputs, 1, mode, adamw)
         single = measure_checked(
-            Stack(), inputs, mode=mode, device="cpu",
+            Stack(),
+            inputs,
+            mode=mode,
+            device="cpu",
             optimizer=(lambda params: torch.optim.AdamW(params, foreach=False)) if adamw else None,
         )
         assert 0 <= one.peak_memory - single.peak_memory <= 2 * (unit + root), (mode, adamw)
@@ -213,14 +237,21 @@ def test_a_llama_7b_shape_on_meta_sharded_8_ways():
     # activation checkpointing, 1 x 4,096 tokens per rank. Each rank holds 1/8 of every weight.
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(
-        hidden_size=4096, intermediate_size=11008, num_hidden_layers=2, num_attention_heads=32,
-        max_position_embeddings=4096, attn_implementation="sdpa",
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=2,
+        num_attention_heads=32,
+        max_position_embeddings=4096,
+        attn_implementation="sdpa",
     )
     with torch.device("meta"):
         model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
     ids = torch.zeros(1, 4096, dtype=torch.long, device="meta")
     stats = measure_checked(
-        model, {"input_ids": ids, "labels": ids, "use_cache": False}, mode="training", loss_fn=lambda out: out.loss,
+        model,
+        {"input_ids": ids, "labels": ids, "use_cache": False},
+        mode="training",
+        loss_fn=lambda out: out.loss,
         optimizer=lambda params: torch.optim.AdamW(params),
         parallel={"world_size": 8, "activation_checkpointing": True, "param_dtype": "bfloat16"},
     )
@@ -277,7 +308,13 @@ def mem_tracker_tp_peak(inputs: torch.Tensor, world_size: int, mode: str) -> int
 def test_tensor_parallel_training_agrees_with_mem_tracker(world_size):
     inputs = torch.randn(8, 64)
     expected = mem_tracker_tp_peak(inputs, world_size, "training")
-    stats = measure_checked(MLP(), inputs, mode="training", device="cpu", parallel={"strategy": "tp", "world_size": world_size, "tp_plan": MLP_PLAN})
+    stats = measure_checked(
+        MLP(),
+        inputs,
+        mode="training",
+        device="cpu",
+        parallel={"strategy": "tp", "world_size": world_size, "tp_plan": MLP_PLAN},
+    )
     assert stats.peak_memory == expected
     # Each rank holds its column (up) and row (down) slice: 1/world_size of the weights.
     assert stats.peak_memory_split["sharded_params"] == 2 * 64 * 256 * 4 // world_size
@@ -289,7 +326,9 @@ def test_tensor_parallel_inference_by_hand_sees_the_all_reduce_buffer():
     # coexist for a moment: 2,048 B that MemTracker does not see.
     inputs = torch.randn(8, 64)
     expected = mem_tracker_tp_peak(inputs, 2, "inference")
-    stats = measure_checked(MLP(), inputs, device="cpu", parallel={"strategy": "tp", "world_size": 2, "tp_plan": MLP_PLAN})
+    stats = measure_checked(
+        MLP(), inputs, device="cpu", parallel={"strategy": "tp", "world_size": 2, "tp_plan": MLP_PLAN}
+    )
     assert stats.peak_memory == expected + 8 * 64 * 4
     assert stats.peak_memory_split["sharded_params"] == 2 * 64 * 256 * 4 // 2
 
@@ -297,15 +336,24 @@ def test_tensor_parallel_inference_by_hand_sees_the_all_reduce_buffer():
 def test_a_transformers_model_brings_its_own_plan_and_2d_sharding_divides_by_both():
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(
-        hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
-        vocab_size=2000, attn_implementation="sdpa",
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        vocab_size=2000,
+        attn_implementation="sdpa",
     )
     ids = torch.randint(0, 2000, (2, 128))
     figures = {}
     for parallel in ({"strategy": "tp", "world_size": 2}, {"strategy": "fsdp+tp", "world_size": 4, "tp_size": 2}):
         stats = measure_checked(
-            transformers.LlamaForCausalLM(config), {"input_ids": ids}, mode="training", device="cpu",
-            loss_fn=lambda out: out.logits.sum(), parallel=parallel,
+            transformers.LlamaForCausalLM(config),
+            {"input_ids": ids},
+            mode="training",
+            device="cpu",
+            loss_fn=lambda out: out.logits.sum(),
+            parallel=parallel,
         )
         figures[parallel["strategy"]] = stats.peak_memory_split["sharded_params"]
         assert stats.peak_memory == sum(stats.peak_memory_split.values())
@@ -319,10 +367,13 @@ def test_a_transformers_model_brings_its_own_plan_and_2d_sharding_divides_by_bot
     ("parallel", "message"),
     [
         ({"strategy": "tp", "world_size": 2}, "parallel strategy 'tp' needs a tensor-parallel plan and Stack has none"),
-        ({"strategy": "fsdp+tp", "world_size": 4, "tp_size": 3}, 'needs a tp_size that divides world_size 4, found 3'),
-        ({"world_size": 4, "tp_size": 2}, 'parallel tp_size and tp_plan apply to strategy "tp" or "fsdp\+tp"'),
-        ({"strategy": "tp", "world_size": 2, "tp_plan": {"embed": "diagonal"}}, "parallel tp_plan: 'embed': 'diagonal' is not a style"),
-        ({"strategy": "ddp"}, "parallel strategy must be one of 'fsdp', 'tp', 'fsdp\+tp', found 'ddp'"),
+        ({"strategy": "fsdp+tp", "world_size": 4, "tp_size": 3}, "needs a tp_size that divides world_size 4, found 3"),
+        ({"world_size": 4, "tp_size": 2}, r'parallel tp_size and tp_plan apply to strategy "tp" or "fsdp\+tp"'),
+        (
+            {"strategy": "tp", "world_size": 2, "tp_plan": {"embed": "diagonal"}},
+            "parallel tp_plan: 'embed': 'diagonal' is not a style",
+        ),
+        ({"strategy": "ddp"}, r"parallel strategy must be one of 'fsdp', 'tp', 'fsdp\+tp', found 'ddp'"),
         ({"world_size": 0}, "parallel world_size must be a positive integer, found 0"),
         ({"worldsize": 8}, "parallel: unknown key 'worldsize'; expected some of strategy, world_size"),
         ({"param_dtype": "fp8"}, "parallel param_dtype: expected one of float32, bfloat16, float16, found 'fp8'"),
@@ -337,9 +388,8 @@ def test_bad_settings_are_named(parallel, message):
 
 
 def test_a_process_group_already_initialized_is_a_clear_error():
-    with fake_world(2):
-        with pytest.raises(MeasureError, match="one is already initialized in this process"):
-            measure_checked(Stack(), torch.randn(2, 16), parallel={"world_size": 2})
+    with fake_world(2), pytest.raises(MeasureError, match="one is already initialized in this process"):
+        measure_checked(Stack(), torch.randn(2, 16), parallel={"world_size": 2})
 
 
 @pytest.mark.parametrize("mode", ["inference", "training"])
@@ -354,8 +404,13 @@ def test_a_tensor_parallel_llama_is_mem_tracker_plus_the_gathered_logits_it_cann
     from pytest_modelbudget.engine.parallel import shard
 
     config = transformers.LlamaConfig(
-        hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
-        vocab_size=2000, attn_implementation="sdpa",
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        vocab_size=2000,
+        attn_implementation="sdpa",
     )
     ids = torch.randint(0, 2000, (2, 128))
 
@@ -384,7 +439,11 @@ def test_a_tensor_parallel_llama_is_mem_tracker_plus_the_gathered_logits_it_cann
             step(model)
         expected = tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"]
     stats = measure_checked(
-        transformers.LlamaForCausalLM(config), {"input_ids": ids}, mode=mode, device="cpu",
-        loss_fn=lambda out: out.logits.sum(), parallel={"strategy": "tp", "world_size": 2},
+        transformers.LlamaForCausalLM(config),
+        {"input_ids": ids},
+        mode=mode,
+        device="cpu",
+        loss_fn=lambda out: out.logits.sum(),
+        parallel={"strategy": "tp", "world_size": 2},
     )
     assert stats.peak_memory - expected == 2 * 128 * 2000 * 4

@@ -55,13 +55,36 @@ FAMILIES = {
         dict(SMALL, image_size=32, patch_size=16, num_frames=4, tubelet_size=2),
         {"pixel_values": (1, 4, 3, 32, 32)},
     ),
-    "raw audio": ("hf:wav2vec2", dict(SMALL_TEXT, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3),
-                                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4), {"input_values": (1, 16000)}),
+    "raw audio": (
+        "hf:wav2vec2",
+        dict(
+            SMALL_TEXT,
+            conv_dim=(16, 16),
+            conv_stride=(5, 2),
+            conv_kernel=(10, 3),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        ),
+        {"input_values": (1, 16000)},
+    ),
     "audio features": (
         "hf:whisper",
-        dict(vocab_size=500, d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
-             decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=16, max_source_positions=24,
-             pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1),
+        dict(
+            vocab_size=500,
+            d_model=64,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=128,
+            decoder_ffn_dim=128,
+            num_mel_bins=16,
+            max_source_positions=24,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
+        ),
         {"input_features": (1, 16, 48), "decoder_input_ids": (1, 32)},
     ),
 }
@@ -108,7 +131,10 @@ def test_a_detection_config_gets_images_and_grid_sampling_is_priced():
 
 
 def test_spec_errors_say_what_to_do():
-    with pytest.raises(FactoryError, match="not a model type of transformers .*, a config file or folder, or a hub id in the local cache"):
+    with pytest.raises(
+        FactoryError,
+        match=r"not a model type of transformers .*, a config file or folder, or a hub id in the local cache",
+    ):
         build("hf:no_such_model_type")
     with pytest.raises(FactoryError, match="LlamaConfig has no field 'hiden_size'"):
         build("hf:llama", {"hiden_size": 64})
@@ -206,7 +232,14 @@ def test_time_series_and_video_towers_get_inputs_from_their_config(family, key, 
     [
         (
             "qwen3_vl_vision",
-            dict(depth=2, hidden_size=64, num_heads=4, intermediate_size=128, out_hidden_size=64, deepstack_visual_indexes=[]),
+            dict(
+                depth=2,
+                hidden_size=64,
+                num_heads=4,
+                intermediate_size=128,
+                out_hidden_size=64,
+                deepstack_visual_indexes=[],
+            ),
             {"hidden_states": (256, 3 * 2 * 16 * 16), "grid_thw": (1, 3)},
         ),
         (

@@ -4,7 +4,6 @@ real-run fallback, inputs that take no memory."""
 from __future__ import annotations
 
 import functools
-import resource
 import subprocess
 import sys
 
@@ -70,8 +69,13 @@ def test_a_block_in_two_containers(mode):
 def test_albert_shares_one_layer_across_depth(mode):
     transformers = pytest.importorskip("transformers")
     config = transformers.AlbertConfig(
-        vocab_size=1000, embedding_size=64, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=256, max_position_embeddings=64,
+        vocab_size=1000,
+        embedding_size=64,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=64,
     )
     model = transformers.AlbertModel(config)
     stats = measure_checked(model, input_size=(1, 32), dtype=torch.long, **MODES[mode])
@@ -80,7 +84,10 @@ def test_albert_shares_one_layer_across_depth(mode):
     shared_layer = "encoder.albert_layer_groups.0.albert_layers.0"
     assert stats.layers[shared_layer].calls == 4
     # Four calls of one layer: its FFN is 4 x tokens x (128x256 + 256x128) MACs.
-    assert stats.layers[shared_layer + ".ffn"].macs + stats.layers[shared_layer + ".ffn_output"].macs == 4 * 32 * 2 * 128 * 256
+    assert (
+        stats.layers[shared_layer + ".ffn"].macs + stats.layers[shared_layer + ".ffn_output"].macs
+        == 4 * 32 * 2 * 128 * 256
+    )
 
 
 class Critic(nn.Module):
@@ -300,7 +307,11 @@ def test_a_zero_dimensional_input_size_is_a_scalar():
 def test_a_meta_llama_with_a_cpu_mask_trains_with_adamw():
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(
-        vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+        vocab_size=1000,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=8,
         num_key_value_heads=2,
     )
     with torch.device("meta"):

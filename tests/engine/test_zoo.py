@@ -37,8 +37,14 @@ def flop_counter_macs(model: torch.nn.Module, call) -> int:
 
 TEXT = dict(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 SEQ2SEQ = dict(
-    vocab_size=500, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-    decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128,
+    vocab_size=500,
+    d_model=64,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=4,
+    decoder_attention_heads=4,
+    encoder_ffn_dim=128,
+    decoder_ffn_dim=128,
 )
 IMAGE = dict(TEXT, image_size=32, patch_size=8)
 
@@ -75,7 +81,14 @@ TRANSFORMERS = {
     "phi3": ("Phi3Config", dict(TEXT, num_key_value_heads=2, pad_token_id=0), _text),
     "opt": (
         "OPTConfig",
-        dict(vocab_size=500, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, ffn_dim=128, word_embed_proj_dim=64),
+        dict(
+            vocab_size=500,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            ffn_dim=128,
+            word_embed_proj_dim=64,
+        ),
         _text,
     ),
     "gpt_neox": ("GPTNeoXConfig", TEXT, _text),
@@ -87,32 +100,65 @@ TRANSFORMERS = {
     "mamba": ("MambaConfig", dict(vocab_size=500, hidden_size=64, num_hidden_layers=2, state_size=8), _text),
     "mamba2": (
         "Mamba2Config",
-        dict(vocab_size=500, hidden_size=64, num_hidden_layers=2, state_size=8, num_heads=8, head_dim=16, n_groups=1, chunk_size=8),
+        dict(
+            vocab_size=500,
+            hidden_size=64,
+            num_hidden_layers=2,
+            state_size=8,
+            num_heads=8,
+            head_dim=16,
+            n_groups=1,
+            chunk_size=8,
+        ),
         _text,
     ),
     "rwkv": (
         "RwkvConfig",
-        dict(vocab_size=500, hidden_size=64, num_hidden_layers=2, attention_hidden_size=64, intermediate_size=128, context_length=32),
+        dict(
+            vocab_size=500,
+            hidden_size=64,
+            num_hidden_layers=2,
+            attention_hidden_size=64,
+            intermediate_size=128,
+            context_length=32,
+        ),
         _text,
     ),
     # vision
     "vit": ("ViTConfig", IMAGE, _image),
     "deit": ("DeiTConfig", IMAGE, _image),
     "clip_vision": ("CLIPVisionConfig", IMAGE, _image),
-    "swin": ("SwinConfig", dict(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4), _image),
+    "swin": (
+        "SwinConfig",
+        dict(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2], window_size=4),
+        _image,
+    ),
     "convnext": ("ConvNextConfig", dict(hidden_sizes=[16, 32], depths=[1, 1], num_stages=2), _image),
     "resnet": ("ResNetConfig", dict(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1]), _image),
     # speech
     "wav2vec2": (
         "Wav2Vec2Config",
-        dict(TEXT, conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4),
+        dict(
+            TEXT,
+            conv_dim=(16, 16),
+            conv_stride=(5, 2),
+            conv_kernel=(10, 3),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        ),
         lambda: {"input_values": torch.randn(2, 800)},
     ),
     "whisper": (
         "WhisperConfig",
         dict(
-            SEQ2SEQ, num_mel_bins=16, max_source_positions=16, max_target_positions=32, pad_token_id=0, bos_token_id=1,
-            eos_token_id=2, decoder_start_token_id=1,
+            SEQ2SEQ,
+            num_mel_bins=16,
+            max_source_positions=16,
+            max_target_positions=32,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
         ),
         lambda: {"input_features": torch.randn(2, 16, 32), "decoder_input_ids": _ids(8)},
     ),
@@ -146,11 +192,24 @@ def _published(weights_enum: str, module: str):
 
 
 PUBLISHED = {
-    "lraspp_mobilenet_v3_large": ("segmentation", "LRASPP_MobileNet_V3_Large_Weights", (1, 3, 520, 520), {"weights_backbone": None}),
-    "deeplabv3_mobilenet_v3_large": (
-        "segmentation", "DeepLabV3_MobileNet_V3_Large_Weights", (1, 3, 520, 520), {"weights_backbone": None, "aux_loss": True},
+    "lraspp_mobilenet_v3_large": (
+        "segmentation",
+        "LRASPP_MobileNet_V3_Large_Weights",
+        (1, 3, 520, 520),
+        {"weights_backbone": None},
     ),
-    "fcn_resnet50": ("segmentation", "FCN_ResNet50_Weights", (1, 3, 520, 520), {"weights_backbone": None, "aux_loss": True}),
+    "deeplabv3_mobilenet_v3_large": (
+        "segmentation",
+        "DeepLabV3_MobileNet_V3_Large_Weights",
+        (1, 3, 520, 520),
+        {"weights_backbone": None, "aux_loss": True},
+    ),
+    "fcn_resnet50": (
+        "segmentation",
+        "FCN_ResNet50_Weights",
+        (1, 3, 520, 520),
+        {"weights_backbone": None, "aux_loss": True},
+    ),
     "r3d_18": ("video", "R3D_18_Weights", (1, 3, 16, 112, 112), {}),
     "mc3_18": ("video", "MC3_18_Weights", (1, 3, 16, 112, 112), {}),
     "r2plus1d_18": ("video", "R2Plus1D_18_Weights", (1, 3, 16, 112, 112), {}),

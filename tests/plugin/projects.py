@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 
-def scratch_project(pytester: pytest.Pytester, models: str, budgets: str | None = None, module: str = "mymodels") -> pytest.Pytester:
+def scratch_project(
+    pytester: pytest.Pytester, models: str, budgets: str | None = None, module: str = "mymodels"
+) -> pytest.Pytester:
     pytester.makepyfile(**{module: models})
     pytester.syspathinsert()
     if budgets is not None:

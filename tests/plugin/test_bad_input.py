@@ -30,8 +30,14 @@ def project(pytester: pytest.Pytester) -> pytest.Pytester:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ('[budgets.a]\nlimits = { params = inf }\n', "*budgets.toml:2: budgets.a.limits.params: expected a finite, non-negative count, found inf*"),
-        ('[settings]\ntolerance = "inf%"\n', '*budgets.toml:2: settings.tolerance: expected a percentage such as "1%"*found \'inf%\'*'),
+        (
+            "[budgets.a]\nlimits = { params = inf }\n",
+            "*budgets.toml:2: budgets.a.limits.params: expected a finite, non-negative count, found inf*",
+        ),
+        (
+            '[settings]\ntolerance = "inf%"\n',
+            "*budgets.toml:2: settings.tolerance: expected a percentage such as \"1%\"*found 'inf%'*",
+        ),
         ('[settings]\ntolerance = "nan%"\n', "*settings.tolerance: expected a percentage*"),
     ],
 )
@@ -46,17 +52,19 @@ def test_infinite_and_nan_values_are_file_line_errors(project, content, expected
 
 def test_a_marker_with_an_infinite_limit_is_a_usage_error(project):
     project.makepyfile(
-        test_inf='''
+        test_inf="""
         import pytest
 
         @pytest.mark.budget(params=float("inf"))
         def test_inf(model_budget):
             pass
-        '''
+        """
     )
     result = project.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*test_inf.py::test_inf: budget marker: params=inf: expected a finite, non-negative count*"])
+    result.stderr.fnmatch_lines(
+        ["*test_inf.py::test_inf: budget marker: params=inf: expected a finite, non-negative count*"]
+    )
 
 
 def test_encodings_and_a_directory(project):
@@ -85,17 +93,19 @@ def test_encodings_and_a_directory(project):
 
 def test_a_bad_marker_under_xdist_names_the_key_instead_of_crashing(project):
     project.makepyfile(
-        test_parms='''
+        test_parms="""
         import pytest
 
         @pytest.mark.budget(parms="20K")
         def test_typo(model_budget):
             pass
-        '''
+        """
     )
     result = project.runpytest("-p", "no:cacheprovider", "-n", "2")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*invalid budget marker: test_parms.py::test_typo: budget marker: unknown key 'parms'*"])
+    result.stdout.fnmatch_lines(
+        ["*invalid budget marker: test_parms.py::test_typo: budget marker: unknown key 'parms'*"]
+    )
     assert "INTERNALERROR" not in result.stdout.str()
 
 
@@ -126,17 +136,19 @@ def test_two_update_runs_at_once_keep_both_runs_baselines(project):
     for index in range(6):
         project.makepyfile(
             **{
-                f"test_job{index}": f'''
+                f"test_job{index}": f"""
                 from mymodels import Net
 
                 def test_net(model_budget):
                     model_budget.check(Net(width={index + 2}), input_size=(1, 3, 8, 8))
-                '''
+                """
             }
         )
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--update-budgets"]
     jobs = [
-        subprocess.Popen([*command, f"test_job{index}.py"], cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [*command, f"test_job{index}.py"], cwd=project.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         for index in range(6)
     ]
     for job in jobs:
@@ -175,7 +187,7 @@ def test_a_report_that_cannot_be_written_is_one_line_and_the_rest_still_are(pyte
 def test_budgets_that_errored_are_in_the_reports_and_never_recorded(pytester):
     pytester.makepyfile(
         mymodels="def broken():\n    raise RuntimeError('the factory broke')\n",
-        test_a='''
+        test_a="""
 import pytest, torch
 
 @pytest.mark.budget(params="1K")
@@ -185,11 +197,13 @@ def test_errors_before_its_check(model_budget):
 @pytest.mark.budget(params="1K")
 def test_fine(model_budget):
     model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
-''',
+""",
     )
     pytester.syspathinsert()
     pytester.makefile(".toml", budgets='[budgets.broken]\nfactory = "mymodels:broken"\ninput_size = [1, 4]\n')
-    result = pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "r.json", "--budget-markdown", "r.md", "--update-budgets")
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--budget-json", "r.json", "--budget-markdown", "r.md", "--update-budgets"
+    )
     result.assert_outcomes(passed=1, failed=2)
     report = json.loads((pytester.path / "r.json").read_text())["budgets"]
     assert report["broken"]["verdict"]["status"] == "error"
@@ -208,7 +222,9 @@ def test_reports_of_an_earlier_run_do_not_survive_a_run_without_budgets(pytester
     pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
     (pytester.path / "r.md").write_text("| old | 1 | failed |\n")
     (pytester.path / "r.json").write_text('{"budgets": {"old": {}}}')
-    pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "r.json", "--budget-markdown", "r.md").assert_outcomes(passed=1)
+    pytester.runpytest(
+        "-p", "no:cacheprovider", "--budget-json", "r.json", "--budget-markdown", "r.md"
+    ).assert_outcomes(passed=1)
     assert json.loads((pytester.path / "r.json").read_text())["budgets"] == {}
     assert (pytester.path / "r.md").read_text() == "### Model budgets\n\nNo budget was measured in this run.\n"
 
@@ -222,7 +238,11 @@ def test_ten_thousand_bad_entries_are_reported_quickly_and_briefly(pytester):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["*budgets.toml: 10000 problem(s) in the budget file*", "*budgets.toml:2: budgets.m0.limits.params: expected an integer*", "*... and 9970 more*"]
+        [
+            "*budgets.toml: 10000 problem(s) in the budget file*",
+            "*budgets.toml:2: budgets.m0.limits.params: expected an integer*",
+            "*... and 9970 more*",
+        ]
     )
     assert len(result.stderr.lines) < 50
 
@@ -236,7 +256,7 @@ def test_a_header_line_of_spaces_is_read_in_linear_time():
 
 def test_a_class_marker_and_a_method_marker_merge_figure_by_figure(pytester):
     pytester.makepyfile(
-        test_merge='''
+        test_merge="""
 import pytest, torch
 
 @pytest.mark.budget(params="10")
@@ -248,7 +268,7 @@ class TestModels:
     @pytest.mark.budget(params="100")
     def test_overrides_it(self, model_budget):
         model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
-'''
+"""
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
@@ -277,7 +297,15 @@ def test_an_update_that_cannot_be_written_is_one_line_and_the_verdict_stands(pro
     # should be: root ignores read-only permissions, this fails for everyone).
     (project.path / "notadir").write_text("")
     project.makepyfile(test_a=ONE_BUDGET_TEST)
-    result = project.runpytest("-p", "no:cacheprovider", "--update-budgets", "--budgets-file", "notadir/budgets.toml", "--budget-markdown", "r.md")
+    result = project.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "--update-budgets",
+        "--budgets-file",
+        "notadir/budgets.toml",
+        "--budget-markdown",
+        "r.md",
+    )
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*notadir/budgets.toml: not written: *Not a directory*"])
     assert "Traceback" not in result.stdout.str()

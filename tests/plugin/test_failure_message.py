@@ -63,7 +63,7 @@ class Stack(nn.Module):
         return x
 '''
 
-BUDGETS = '''
+BUDGETS = """
 [budgets.block]
 factory = "mymodels:Block"
 input_size = [2, 16, 32]
@@ -75,7 +75,7 @@ input_size = [1, 3, 16, 16]
 [budgets.stack]
 factory = "mymodels:Stack"
 input_size = [4, 64, 32]
-'''
+"""
 
 
 @pytest.fixture
@@ -97,8 +97,12 @@ def _diff_rows(output: str) -> list[str]:
 
 
 def test_a_widened_ffn_shows_its_two_linears_first_and_nothing_else_but_the_root(project):
-    project.makefile(".toml", budgets=project.path.joinpath("budgets.toml").read_text().replace(
-        'factory = "mymodels:Block"', 'factory = "mymodels:Block"\nmodel_kwargs = { hidden = 80 }'))
+    project.makefile(
+        ".toml",
+        budgets=project.path.joinpath("budgets.toml")
+        .read_text()
+        .replace('factory = "mymodels:Block"', 'factory = "mymodels:Block"\nmodel_kwargs = { hidden = 80 }'),
+    )
     result = project.runpytest("-p", "no:cacheprovider", "-rf", "-k", "block")
     result.assert_outcomes(failed=1)
     # By hand: norms 2 x 64, attention 3 x 32 x 32 + 96 + 32 x 32 + 32, linear1 32 x hidden + hidden,
@@ -115,8 +119,12 @@ def test_a_parent_whose_memory_grew_only_with_its_children_is_not_a_row(project)
     # A wider MLP in each of two nested blocks: the linears (params, macs, memory) and the ReLUs
     # (a larger output kept) changed; the MLPs, blocks and the ModuleList above them only
     # because their children did, and no row of theirs says anything.
-    project.makefile(".toml", budgets=project.path.joinpath("budgets.toml").read_text().replace(
-        'factory = "mymodels:Stack"', 'factory = "mymodels:Stack"\nmodel_kwargs = { hidden = 80 }'))
+    project.makefile(
+        ".toml",
+        budgets=project.path.joinpath("budgets.toml")
+        .read_text()
+        .replace('factory = "mymodels:Stack"', 'factory = "mymodels:Stack"\nmodel_kwargs = { hidden = 80 }'),
+    )
     result = project.runpytest("-p", "no:cacheprovider", "-k", "stack", "-vv")
     result.assert_outcomes(failed=1)
     rows = _diff_rows(result.stdout.str())
@@ -142,9 +150,15 @@ def test_update_budgets_says_what_moved_and_writes_readable_integers_in_module_o
     result = project.runpytest("-p", "no:cacheprovider", "--update-budgets")
     result.assert_outcomes(passed=3)
     # By hand: 224 + 1,168 + 170 = 1,562 parameters, and the added 16 x 16 x 9 + 16 = 2,320.
-    result.stdout.fnmatch_lines(["cnn: params 1.56K -> 3.88K (+148.5%), *macs 350.37K -> 940.19K (+168.3%)*", "1 changed, 2 unchanged, 0 new"])
+    result.stdout.fnmatch_lines(
+        ["cnn: params 1.56K -> 3.88K (+148.5%), *macs 350.37K -> 940.19K (+168.3%)*", "1 changed, 2 unchanged, 0 new"]
+    )
     after = project.path.joinpath("budgets.toml").read_text()
-    layers = [line.split(" = ")[0].strip('"') for line in after.split("[budgets.cnn.baseline.layers]")[1].split("[budgets.stack]")[0].splitlines() if " = {" in line]
+    layers = [
+        line.split(" = ")[0].strip('"')
+        for line in after.split("[budgets.cnn.baseline.layers]")[1].split("[budgets.stack]")[0].splitlines()
+        if " = {" in line
+    ]
     assert layers == ["stem", "stem.0", "stem.1", "body", "body.0", "body.1", "body.2", "head"]
     # The block's lines and the unchanged CNN layers' lines are byte for byte as they were.
     unchanged = [line for line in before.splitlines() if line.startswith(("stem", '"stem', "head", '"body.0'))]
@@ -154,14 +168,14 @@ def test_update_budgets_says_what_moved_and_writes_readable_integers_in_module_o
 
 def test_the_short_summary_is_one_line_even_on_ci(project, monkeypatch):
     project.makepyfile(
-        test_grown='''
+        test_grown="""
         import pytest
         from mymodels import CNN
 
         @pytest.mark.budget(macs="100K")
         def test_grown(model_budget):
             model_budget.check(CNN(extra=True), input_size=(1, 3, 16, 16))
-        '''
+        """
     )
     monkeypatch.setenv("CI", "true")  # pytest prints whole messages in the short summary on CI
     result = project.runpytest("-p", "no:cacheprovider", "-rf", "-o", "modelbudget_strict=false", "test_grown.py")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-import textwrap
 
 import pytest
 
 from .projects import scratch_project
 
-MODELS = '''
+MODELS = """
 import torch
 from torch import nn
 
@@ -27,9 +25,9 @@ class Net(nn.Module):
 
 def net(width=8):
     return Net(width)
-'''
+"""
 
-BUDGETS = '''
+BUDGETS = """
 # the team's budgets: this comment must survive
 [settings]
 tolerance = "1%"
@@ -39,7 +37,7 @@ factory = "mymodels:net"
 model_kwargs = { width = 8 }
 input_size = [1, 3, 16, 16]
 limits = { params = "1K" }  # reviewed in PR 12
-'''
+"""
 
 
 @pytest.fixture
@@ -53,13 +51,22 @@ def budgets(pytester: pytest.Pytester) -> str:
 
 
 def grow_model(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(mymodels=MODELS.replace("self.head = nn.Linear(width, 10)", "self.head = nn.Linear(width, 10)\n        self.extra = nn.Linear(10, 10)").replace("return self.head(", "return self.extra(self.head(").replace("(2, 3)))", "(2, 3))))"))
+    pytester.makepyfile(
+        mymodels=MODELS.replace(
+            "self.head = nn.Linear(width, 10)",
+            "self.head = nn.Linear(width, 10)\n        self.extra = nn.Linear(10, 10)",
+        )
+        .replace("return self.head(", "return self.extra(self.head(")
+        .replace("(2, 3)))", "(2, 3))))")
+    )
 
 
 def test_declared_model_passes_and_the_table_is_shown(project):
     result = project.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*modelbudget: budgets.toml (1 budgets, 1 declared models)*", "*model budgets*", "net *passed*"])
+    result.stdout.fnmatch_lines(
+        ["*modelbudget: budgets.toml (1 budgets, 1 declared models)*", "*model budgets*", "net *passed*"]
+    )
 
 
 def test_update_then_grow_fails_with_a_per_layer_diff(project):
@@ -102,7 +109,7 @@ def test_update_then_pass_then_a_limit_still_fails(project):
 
 def test_in_code_tests_with_the_marker_and_fixture(project):
     project.makepyfile(
-        test_models='''
+        test_models="""
         import pytest
         from mymodels import Net
 
@@ -117,7 +124,7 @@ def test_in_code_tests_with_the_marker_and_fixture(project):
 
         def test_measure_only(model_budget):
             assert model_budget.measure(Net(), input_size=(1, 3, 8, 8)).macs == 8 * 8 * 8 * 27 + 80
-        '''
+        """
     )
     result = project.runpytest("--strict-markers", "test_models.py")
     result.assert_outcomes(passed=2, failed=1)
@@ -127,7 +134,8 @@ def test_in_code_tests_with_the_marker_and_fixture(project):
 def test_k_selects_one_declared_model_and_partial_update_loses_nothing(project):
     project.makefile(
         ".toml",
-        budgets=BUDGETS + '\n[budgets.wide]\nfactory = "mymodels:net"\nmodel_kwargs = { width = 32 }\ninput_size = [1, 3, 16, 16]\n',
+        budgets=BUDGETS
+        + '\n[budgets.wide]\nfactory = "mymodels:net"\nmodel_kwargs = { width = 32 }\ninput_size = [1, 3, 16, 16]\n',
     )
     project.runpytest("--update-budgets").assert_outcomes(passed=2)
     before = budgets(project)
@@ -140,10 +148,10 @@ def test_k_selects_one_declared_model_and_partial_update_loses_nothing(project):
 def test_xdist_update_with_many_tests_loses_nothing(project):
     pytest.importorskip("xdist")
     tests = "\n".join(
-        f'''
+        f"""
 def test_width_{w}(model_budget):
     model_budget.check(Net({w}), input_size=(1, 3, 8, 8))
-'''
+"""
         for w in range(1, 25)
     )
     project.makepyfile(test_many="from mymodels import Net\n" + tests)
@@ -159,9 +167,18 @@ def test_width_{w}(model_budget):
 @pytest.mark.parametrize(
     "bad, expected",
     [
-        ('limits = { params = "3 apples" }', "*budgets.toml:9: budgets.net.limits.params: expected an integer or a count*found '3 apples'*"),
-        ("limits = { parms = 3 }", "*budgets.toml:9: budgets.net.limits.parms: unknown key 'parms'; expected one of: params*"),
-        ('limits = { peak_memory = "300M" }', "*budgets.net.limits.peak_memory: expected an integer number of bytes*found '300M'*"),
+        (
+            'limits = { params = "3 apples" }',
+            "*budgets.toml:9: budgets.net.limits.params: expected an integer or a count*found '3 apples'*",
+        ),
+        (
+            "limits = { parms = 3 }",
+            "*budgets.toml:9: budgets.net.limits.parms: unknown key 'parms'; expected one of: params*",
+        ),
+        (
+            'limits = { peak_memory = "300M" }',
+            "*budgets.net.limits.peak_memory: expected an integer number of bytes*found '300M'*",
+        ),
         ('mode = "eval"', "*budgets.toml:9: budgets.net.mode: Input should be 'inference' or 'training'*"),
         ("limits = { params = 1K }", "*budgets.toml: not valid TOML: *(at line 9, column *)*"),
         ('autocast = "fp8"', "*budgets.toml:9: budgets.net.autocast: Input should be 'float16' or 'bfloat16'*"),
@@ -180,13 +197,18 @@ def test_a_malformed_file_stops_the_run_and_is_left_byte_identical(project, bad,
 @pytest.mark.parametrize(
     "marker, expected",
     [
-        ('params="12 lots"', "*test_bad.py::test_bad: budget marker: params='12 lots': expected an integer or a count*"),
+        (
+            'params="12 lots"',
+            "*test_bad.py::test_bad: budget marker: params='12 lots': expected an integer or a count*",
+        ),
         ('parms="12M"', "*test_bad.py::test_bad: budget marker: unknown key 'parms'; expected a figure (params,*"),
-        ('tolerance=0.5', "*budget marker: tolerance=0.5: expected a percentage*"),
+        ("tolerance=0.5", "*budget marker: tolerance=0.5: expected a percentage*"),
     ],
 )
 def test_bad_marker_arguments_fail_at_collection_naming_the_test(project, marker, expected):
-    project.makepyfile(test_bad=f"import pytest\n@pytest.mark.budget({marker})\ndef test_bad(model_budget):\n    pass\n")
+    project.makepyfile(
+        test_bad=f"import pytest\n@pytest.mark.budget({marker})\ndef test_bad(model_budget):\n    pass\n"
+    )
     before = (project.path / "budgets.toml").read_bytes()
     result = project.runpytest("test_bad.py", "--update-budgets")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -216,7 +238,7 @@ def test_stale_entries_are_listed_and_pruned(project):
     )
     project.makepyfile(test_old="def test_other():\n    pass\n")
     result = project.runpytest()
-    result.stdout.fnmatch_lines(["*1 stale budget entry*", '*test_old.py::test_removed*'])
+    result.stdout.fnmatch_lines(["*1 stale budget entry*", "*test_old.py::test_removed*"])
     assert "test_removed" in budgets(project)
     project.runpytest("--prune-budgets")
     text = budgets(project)
@@ -231,17 +253,19 @@ def test_a_drop_below_the_baseline_passes_and_says_it_can_be_tightened(project):
     project.makepyfile(mymodels=MODELS)
     result = project.runpytest()
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*net: params fell to 314 from a baseline of 424; run pytest --update-budgets to tighten it*"])
+    result.stdout.fnmatch_lines(
+        ["*net: params fell to 314 from a baseline of 424; run pytest --update-budgets to tighten it*"]
+    )
 
 
 def test_no_torch_import_in_a_session_without_budget_tests(pytester):
     pytester.makepyfile(
-        test_plain='''
+        test_plain="""
         import sys
 
         def test_plain():
             assert "torch" not in sys.modules
-        '''
+        """
     )
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
@@ -254,7 +278,7 @@ def test_the_plugin_can_be_disabled(project):
 
 
 def test_ini_options_apply(project):
-    project.makefile(".toml", custom=BUDGETS.replace("[settings]\ntolerance = \"1%\"\n", ""))
+    project.makefile(".toml", custom=BUDGETS.replace('[settings]\ntolerance = "1%"\n', ""))
     (project.path / "budgets.toml").unlink()
     project.makeini("[pytest]\nmodelbudget_file = custom.toml\nmodelbudget_tolerance = 50%\n")
     project.runpytest("--update-budgets").assert_outcomes(passed=1)
@@ -273,7 +297,7 @@ def test_a_bad_settings_device_names_its_line(project):
 def test_settings_device_cpu_reaches_the_fixture_and_an_unknown_option_is_named(project):
     project.makefile(".toml", budgets=BUDGETS.replace('tolerance = "1%"', 'tolerance = "1%"\ndevice = "cpu"'))
     project.makepyfile(
-        test_dev='''
+        test_dev="""
         from mymodels import Net
 
         def test_cpu(model_budget):
@@ -282,18 +306,20 @@ def test_settings_device_cpu_reaches_the_fixture_and_an_unknown_option_is_named(
 
         def test_typo(model_budget):
             model_budget.check(Net(), input_size=(1, 3, 8, 8), optimiser=None)
-        '''
+        """
     )
     result = project.runpytest("test_dev.py")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*BudgetUsageError: model_budget.check(): got an unexpected keyword argument 'optimiser'*"])
+    result.stdout.fnmatch_lines(
+        ["*BudgetUsageError: model_budget.check(): got an unexpected keyword argument 'optimiser'*"]
+    )
 
 
 def test_a_peak_memory_limit_fails_with_the_estimate_and_how_it_was_made(project):
     # Net at 1x3x8x8, each allocation rounded up to 512 bytes: weights 1024+512+512+512 and the
     # input 1024 are held; the conv output (2048) and the mean (512) are live together: 6144.
     project.makepyfile(
-        test_mem='''
+        test_mem="""
         import pytest
         from mymodels import Net
 
@@ -304,7 +330,7 @@ def test_a_peak_memory_limit_fails_with_the_estimate_and_how_it_was_made(project
         @pytest.mark.budget(peak_memory="6144B")
         def test_exact(model_budget):
             assert model_budget.check(Net(), input_size=(1, 3, 8, 8)).peak_memory == 6144
-        '''
+        """
     )
     result = project.runpytest("test_mem.py")
     result.assert_outcomes(failed=1, passed=1)
@@ -395,15 +421,21 @@ def test_a_declared_model_spec_runs_with_default_inputs(pytester):
 def test_tolerance_per_figure(project):
     # Baseline at width 8 (314 params), then width 9 (352): params +12.1%, MACs +12.5%.
     project.runpytest("--update-budgets").assert_outcomes(passed=1)
-    text = budgets(project).replace('limits = { params = "1K" }', 'limits = { params = "1K" }\ntolerance = { params = "0%", macs = "20%" }')
-    text = text.replace("model_kwargs = { width = 8 }", "model_kwargs = { width = 9 }").replace('tolerance = "1%"', 'tolerance = "15%"')
+    text = budgets(project).replace(
+        'limits = { params = "1K" }', 'limits = { params = "1K" }\ntolerance = { params = "0%", macs = "20%" }'
+    )
+    text = text.replace("model_kwargs = { width = 8 }", "model_kwargs = { width = 9 }").replace(
+        'tolerance = "1%"', 'tolerance = "15%"'
+    )
     (project.path / "budgets.toml").write_text(text)
     result = project.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     # params takes the entry's 0%; macs its 20% (passes); every other figure [settings]' 15%.
     result.stdout.fnmatch_lines(["*net: params 352 > baseline 314 (+12.1%, tolerance 0%)*"])
     assert "macs" not in "".join(line for line in result.stdout.lines if line.startswith("FAILED"))
-    (project.path / "budgets.toml").write_text(text.replace('params = "0%", macs = "20%"', 'params = "13%", macs = "20%"'))
+    (project.path / "budgets.toml").write_text(
+        text.replace('params = "0%", macs = "20%"', 'params = "13%", macs = "20%"')
+    )
     project.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
     (project.path / "budgets.toml").write_text(text.replace('params = "0%"', 'parms = "0%"'))
     result = project.runpytest("-p", "no:cacheprovider")
@@ -413,7 +445,7 @@ def test_tolerance_per_figure(project):
 
 def test_marker_tolerance_per_figure(pytester):
     pytester.makepyfile(
-        test_one='''
+        test_one="""
 import pytest, torch
 
 @pytest.mark.budget(params="1K", tolerance={"params": "0%"})
@@ -423,7 +455,7 @@ def test_net(model_budget):
 @pytest.mark.budget(tolerance={"parms": "0%"})
 def test_bad(model_budget):
     model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
-'''
+"""
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -432,7 +464,7 @@ def test_bad(model_budget):
 
 def test_the_summary_shows_failures_first_and_a_test_that_failed_its_own_assert(pytester):
     pytester.makepyfile(
-        test_models='''
+        test_models="""
 import pytest, torch
 
 @pytest.mark.budget(params="1K")
@@ -447,11 +479,11 @@ def test_b_over_budget(model_budget):
 @pytest.mark.budget(params="1K")
 def test_c_fine(model_budget):
     model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
-'''
+"""
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=2)
-    table = result.stdout.lines[next(i for i, line in enumerate(result.stdout.lines) if "model budgets" in line):]
+    table = result.stdout.lines[next(i for i, line in enumerate(result.stdout.lines) if "model budgets" in line) :]
     rows = [line for line in table if line.startswith("test_models.py::")]
     # What failed first (over budget, or the test itself), then the rest; each by name.
     assert [row.split()[0] for row in rows] == [
@@ -466,7 +498,9 @@ def test_a_limit_line_says_both_the_excess_and_the_change(project):
     project.runpytest("--update-budgets").assert_outcomes(passed=1)
     # width 8 -> 9: 314 -> 352 params against a limit of 350 (just over it) and the baseline.
     (project.path / "budgets.toml").write_text(
-        budgets(project).replace("model_kwargs = { width = 8 }", "model_kwargs = { width = 9 }").replace('params = "1K"', "params = 350")
+        budgets(project)
+        .replace("model_kwargs = { width = 8 }", "model_kwargs = { width = 9 }")
+        .replace('params = "1K"', "params = 350")
     )
     result = project.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
@@ -521,11 +555,16 @@ def test_the_vs_baseline_column_follows_one_figure_and_the_limit_column_never_ro
 
     def record(name, params, macs, limit=None):
         return {
-            "name": name, "figures": {"params": params, "macs": macs}, "limits": {"params": limit} if limit else {},
-            "baseline": {"params": 100, "macs": 100}, "verdict": {"status": "passed", "checks": []},
+            "name": name,
+            "figures": {"params": params, "macs": macs},
+            "limits": {"params": limit} if limit else {},
+            "baseline": {"params": 100, "macs": 100},
+            "verdict": {"status": "passed", "checks": []},
         }
 
-    lines = terminal_table([record("a", 110, 100, 110), record("b", 100, 120), record("c", 100, 100, 99_990)], ["params"]).splitlines()
+    lines = terminal_table(
+        [record("a", 110, 100, 110), record("b", 100, 120), record("c", 100, 100, 99_990)], ["params"]
+    ).splitlines()
     assert "vs baseline (params)" in lines[0]
     assert lines[2].split()[-2:] == ["+10.0%", "passed"]  # the column's figure: no name repeated
     assert lines[3].split()[-3:] == ["+20.0%", "macs", "passed"]  # another figure moved: it is named
@@ -554,7 +593,9 @@ def test_a_memory_traffic_limit_fails_and_passes(pytester):
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "-rf", "--budget-columns", "params,memory_traffic")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*BudgetExceeded: test_traffic.py::test_over: memory_traffic 4.07MB > limit 4MB (+1.7%)"])
+    result.stdout.fnmatch_lines(
+        ["*BudgetExceeded: test_traffic.py::test_over: memory_traffic 4.07MB > limit 4MB (+1.7%)"]
+    )
     header = next(line for line in result.stdout.lines if line.startswith("budget "))
     assert header.split()[1:3] == ["params", "memory_traffic"]
 
@@ -598,14 +639,17 @@ def test_a_roofline_time_limit_on_a_gpu_of_the_budget_files_own(pytester):
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*BudgetExceeded: mine: roofline_time 400us > limit 300us (+33.3%)"])
     rows = [line.split() for line in result.stdout.lines if line.startswith(("mine ", "h100 "))]
-    assert ["mine", "400us"] == rows[0][:2] and ["h100", "238.81us"] == rows[1][:2]
+    assert rows[0][:2] == ["mine", "400us"] and rows[1][:2] == ["h100", "238.81us"]
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
         ('gpu = "h1000"', "*budgets.toml:2: settings.gpu: unknown GPU 'h1000'; expected one of h100-sxm*"),
-        ('[settings.gpus.mine]\nbandwidth = "2TB"\nbf16 = "1T"', '*settings.gpus.mine.bandwidth*expected a bandwidth such as "2TB/s"*'),
+        (
+            '[settings.gpus.mine]\nbandwidth = "2TB"\nbf16 = "1T"',
+            '*settings.gpus.mine.bandwidth*expected a bandwidth such as "2TB/s"*',
+        ),
     ],
     ids=["unknown", "bandwidth"],
 )

@@ -41,11 +41,22 @@ def _base_then_grown(project: pytest.Pytester) -> None:
 def test_compare_reports_every_change_in_the_terminal_markdown_and_json(project):
     _base_then_grown(project)
     result = project.runpytest(
-        "-p", "no:cacheprovider", "--budget-compare", "base.json", "--budget-markdown", "report.md", "--budget-json", "now.json"
+        "-p",
+        "no:cacheprovider",
+        "--budget-compare",
+        "base.json",
+        "--budget-markdown",
+        "report.md",
+        "--budget-json",
+        "now.json",
     )
     result.assert_outcomes(passed=1, failed=1)  # the verdict is the baseline's, not the comparison's
     result.stdout.fnmatch_lines(
-        ["against base.json:", "  net: params 314 -> 424 (+35.0%), bytes 1.26KB -> 1.7KB (+35.0%)*", "  1 changed, 1 unchanged, 0 new"]
+        [
+            "against base.json:",
+            "  net: params 314 -> 424 (+35.0%), bytes 1.26KB -> 1.7KB (+35.0%)*",
+            "  1 changed, 1 unchanged, 0 new",
+        ]
     )
     report = (project.path / "report.md").read_text()
     assert "#### Against base.json" in report and "1 changed, 1 unchanged, 0 new." in report
@@ -73,7 +84,11 @@ def test_a_budget_new_in_the_pull_request_or_gone_from_it_is_said(project):
     )
     result = project.runpytest("-p", "no:cacheprovider", "--budget-compare", "base.json")
     result.stdout.fnmatch_lines(
-        ["  renamed_head: new (not in base.json)", "  head: in base.json, not in this run", "*1 changed, 0 unchanged, 1 new, 1 not in this run"]
+        [
+            "  renamed_head: new (not in base.json)",
+            "  head: in base.json, not in this run",
+            "*1 changed, 0 unchanged, 1 new, 1 not in this run",
+        ]
     )
 
 
@@ -81,8 +96,14 @@ def test_a_budget_new_in_the_pull_request_or_gone_from_it_is_said(project):
     ("content", "message"),
     [
         (None, "--budget-compare: no such file (*missing.json); expected the --budget-json report of the base run"),
-        ("{not json", "--budget-compare: *missing.json:1: not JSON (*); expected the --budget-json report of the base run"),
-        ('{"tests": []}', '--budget-compare: *missing.json is JSON but not a --budget-json report: expected an object with "budgets"*'),
+        (
+            "{not json",
+            "--budget-compare: *missing.json:1: not JSON (*); expected the --budget-json report of the base run",
+        ),
+        (
+            '{"tests": []}',
+            '--budget-compare: *missing.json is JSON but not a --budget-json report: expected an object with "budgets"*',
+        ),
     ],
     ids=["missing", "not-json", "not-a-report"],
 )

@@ -11,7 +11,7 @@ import pytest
 
 from .projects import scratch_project
 
-MODELS = '''
+MODELS = """
 import torch
 from torch import nn
 
@@ -35,9 +35,9 @@ class Stack(nn.Module):
         for block in self.blocks:
             x = block(x)
         return x
-'''
+"""
 
-BUDGETS = '''
+BUDGETS = """
 [settings]
 device = "cpu"
 
@@ -51,7 +51,7 @@ factory = "mymodels:Stack"
 input_size = [8, 64]
 mode = "training"
 parallel = { world_size = 4, activation_checkpointing = true }
-'''
+"""
 
 
 @pytest.fixture
@@ -76,7 +76,9 @@ def test_a_bad_parallel_table_is_named_with_its_line(project):
     project.makefile(".toml", budgets=BUDGETS.replace("world_size = 4", "world_size = 0"))
     result = project.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*budgets.toml:13: budgets.sharded.parallel.world_size: Input should be greater than or equal to 1*"])
+    result.stderr.fnmatch_lines(
+        ["*budgets.toml:13: budgets.sharded.parallel.world_size: Input should be greater than or equal to 1*"]
+    )
 
 
 def test_the_marker_shards_every_model_the_test_checks(project):
@@ -101,28 +103,48 @@ def test_the_marker_shards_every_model_the_test_checks(project):
     result = project.runpytest("-p", "no:cacheprovider", "test_models.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_typo: budget marker: parallel=*: stratgy: Extra inputs are not permitted*"])
-    project.makepyfile(test_models=project.path.joinpath("test_models.py").read_text().split("@pytest.mark.budget(parallel=")[0])
+    project.makepyfile(
+        test_models=project.path.joinpath("test_models.py").read_text().split("@pytest.mark.budget(parallel=")[0]
+    )
     project.runpytest("-p", "no:cacheprovider", "test_models.py").assert_outcomes(passed=1)
 
 
 def test_the_cli_takes_a_world_size(tmp_path):
     (tmp_path / "mymodels.py").write_text(MODELS)
-    command = [sys.executable, "-m", "pytest_modelbudget", "mymodels:Stack", "--input-size", "8,64", "--mode", "training"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_modelbudget",
+        "mymodels:Stack",
+        "--input-size",
+        "8,64",
+        "--mode",
+        "training",
+    ]
     single = subprocess.run([*command, "--format", "json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     sharded = subprocess.run(
         [*command, "--world-size", "4", "--format", "json"], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert single.returncode == 0 and sharded.returncode == 0, sharded.stderr
     assert json.loads(sharded.stdout)["peak_memory"] < json.loads(single.stdout)["peak_memory"]
-    table = subprocess.run([*command, "--world-size", "4", "--depth", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    table = subprocess.run(
+        [*command, "--world-size", "4", "--depth", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert "one rank of fsdp over 4 ranks" in table.stdout and "at the peak:    " in table.stdout
-    lonely = subprocess.run([*command, "--activation-checkpointing"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lonely = subprocess.run(
+        [*command, "--activation-checkpointing"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert lonely.returncode == 2 and "add --world-size N" in lonely.stderr
 
 
 def test_an_entry_names_its_own_device(project):
     # [settings] device = "cpu" for all; one entry asks for the CUDA estimate (512-byte blocks).
-    project.makefile(".toml", budgets=BUDGETS.replace('mode = "training"\n\n[budgets.sharded]', 'mode = "training"\ndevice = "cuda"\n\n[budgets.sharded]'))
+    project.makefile(
+        ".toml",
+        budgets=BUDGETS.replace(
+            'mode = "training"\n\n[budgets.sharded]', 'mode = "training"\ndevice = "cuda"\n\n[budgets.sharded]'
+        ),
+    )
     project.runpytest("-p", "no:cacheprovider", "--budget-json", "report.json").assert_outcomes(passed=2)
     budgets = json.loads((project.path / "report.json").read_text())["budgets"]
     assert budgets["single"]["figures"]["peak_memory"] % 512 == 0

@@ -4,14 +4,13 @@ never checked, stale entries, unused parameters, and baselines that say how they
 from __future__ import annotations
 
 import json
-
 import re
 
 import pytest
 
 from .test_plugin import BUDGETS, MODELS, budgets
 
-IN_CODE = '''
+IN_CODE = """
 import pytest
 from mymodels import Net
 
@@ -19,7 +18,7 @@ from mymodels import Net
 @pytest.mark.budget(params="2K")
 def test_net(model_budget):
     model_budget.check(Net(), input_size=(1, 3, 16, 16))
-'''
+"""
 
 
 @pytest.fixture
@@ -62,21 +61,25 @@ def test_a_named_budget_file_that_does_not_exist_is_a_usage_error(project):
     before = budgets(project)
     result = project.runpytest("-p", "no:cacheprovider", "--budgets-file", "budgest.toml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--budgets-file budgest.toml: no such budget file*create it with pytest --update-budgets*"])
+    result.stderr.fnmatch_lines(
+        ["*--budgets-file budgest.toml: no such budget file*create it with pytest --update-budgets*"]
+    )
     project.makeini("[pytest]\nmodelbudget_file = budget.toml\n")
     result = project.runpytest("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*modelbudget_file = budget.toml: no such budget file*"])
     # --update-budgets creates a named file; nothing else is touched.
-    created = project.runpytest("-p", "no:cacheprovider", "--budgets-file", "other.toml", "--update-budgets", "test_net.py")
+    created = project.runpytest(
+        "-p", "no:cacheprovider", "--budgets-file", "other.toml", "--update-budgets", "test_net.py"
+    )
     created.assert_outcomes(passed=1)
-    assert "[budgets.\"test_net.py::test_net\".baseline]" in (project.path / "other.toml").read_text()
+    assert '[budgets."test_net.py::test_net".baseline]' in (project.path / "other.toml").read_text()
     assert budgets(project) == before
 
 
 def test_a_marker_whose_limits_were_never_checked_fails(project):
     project.makepyfile(
-        test_forgot='''
+        test_forgot="""
         import pytest
 
         @pytest.mark.budget(params="1")
@@ -87,7 +90,7 @@ def test_a_marker_whose_limits_were_never_checked_fails(project):
         def test_measured_only(model_budget):
             from mymodels import Net
             model_budget.measure(Net(), input_size=(1, 3, 8, 8))
-        '''
+        """
     )
     result = project.runpytest("-p", "no:cacheprovider", "test_forgot.py")
     result.assert_outcomes(failed=2)
@@ -107,7 +110,9 @@ def test_stale_entries_fail_a_strict_run_only(project):
     assert "entries no test stands for (stale): test_net.py::test_net" in (project.path / "r.md").read_text()
     strict = project.runpytest("-p", "no:cacheprovider", "--budget-strict", "--update-budgets", "-k", "renamed or net")
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
-    strict.stdout.fnmatch_lines(["*remove them with pytest --update-budgets --prune-budgets (strict mode: they fail the run)*"])
+    strict.stdout.fnmatch_lines(
+        ["*remove them with pytest --update-budgets --prune-budgets (strict mode: they fail the run)*"]
+    )
 
 
 def test_declared_models_carry_the_budget_marker(project):
@@ -120,7 +125,7 @@ def test_declared_models_carry_the_budget_marker(project):
 
 def test_an_unused_params_limit_names_the_dead_layer(project):
     project.makepyfile(
-        test_dead='''
+        test_dead="""
         import pytest
         from torch import nn
         from mymodels import Net
@@ -133,9 +138,11 @@ def test_an_unused_params_limit_names_the_dead_layer(project):
         @pytest.mark.budget(unused_params=0)
         def test_dead(model_budget):
             model_budget.check(WithAuxHead(), input_size=(1, 3, 16, 16))
-        '''
+        """
     )
-    project.makefile(".toml", budgets=BUDGETS.replace('limits = { params = "1K" }', 'limits = { params = "1K", unused_params = 0 }'))
+    project.makefile(
+        ".toml", budgets=BUDGETS.replace('limits = { params = "1K" }', 'limits = { params = "1K", unused_params = 0 }')
+    )
     result = project.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*unused_params 2 > limit 0 (+2): aux_head.weight, aux_head.bias*"])
@@ -147,7 +154,9 @@ def test_a_baseline_records_its_provenance_and_a_failure_says_when_it_differs(pr
     assert 'peak_memory_source = "estimate"' in text
     assert re.search(r'torch = "\d+\.\d+', text)
     # A baseline recorded on a GPU with another torch, checked by a CPU-only CI run.
-    text = re.sub(r'torch = "[^"]+"', 'torch = "2.1.0"', text).replace('peak_memory_source = "estimate"', 'peak_memory_source = "cuda"')
+    text = re.sub(r'torch = "[^"]+"', 'torch = "2.1.0"', text).replace(
+        'peak_memory_source = "estimate"', 'peak_memory_source = "cuda"'
+    )
     text = re.sub(r"(\[budgets\.net\.baseline\][^\[]*?)params = 314", r"\1params = 300", text)
     (project.path / "budgets.toml").write_text(text)
     result = project.runpytest("-p", "no:cacheprovider", "budgets.toml")
@@ -163,7 +172,7 @@ def test_a_baseline_records_its_provenance_and_a_failure_says_when_it_differs(pr
 
 def test_outputs_released_in_the_marker_and_in_an_entry(project):
     project.makepyfile(
-        test_outputs='''
+        test_outputs="""
         import pytest
         from mymodels import Net
 
@@ -180,18 +189,27 @@ def test_outputs_released_in_the_marker_and_in_an_entry(project):
         @pytest.mark.budget(outputs="dropped")
         def test_bad(model_budget):
             pass
-        '''
+        """
     )
     result = project.runpytest("-p", "no:cacheprovider", "test_outputs.py")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*test_bad: budget marker: outputs='dropped'; expected one of kept, released*"])
-    project.makepyfile(test_outputs=project.path.joinpath("test_outputs.py").read_text().split("@pytest.mark.budget(outputs=\"dropped\")")[0])
+    project.makepyfile(
+        test_outputs=project.path.joinpath("test_outputs.py")
+        .read_text()
+        .split('@pytest.mark.budget(outputs="dropped")')[0]
+    )
     project.runpytest("-p", "no:cacheprovider", "test_outputs.py").assert_outcomes(passed=2)
-    project.makefile(".toml", budgets=BUDGETS.replace('input_size = [1, 3, 16, 16]', 'input_size = [1, 3, 16, 16]\nmode = "training"\noutputs = "released"'))
+    project.makefile(
+        ".toml",
+        budgets=BUDGETS.replace(
+            "input_size = [1, 3, 16, 16]", 'input_size = [1, 3, 16, 16]\nmode = "training"\noutputs = "released"'
+        ),
+    )
     project.runpytest("-p", "no:cacheprovider", "budgets.toml").assert_outcomes(passed=1)
 
 
-TWO_TESTS = '''
+TWO_TESTS = """
 import pytest
 from mymodels import Net
 
@@ -204,7 +222,7 @@ def test_one(model_budget):
 @pytest.mark.budget(params="2K")
 def test_two(model_budget):
     model_budget.check(Net(width=4), input_size=(1, 3, 16, 16))
-'''
+"""
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
@@ -214,12 +232,14 @@ def test_prune_only_removes_what_this_run_proves_stale(project, workers):
     text = budgets(project)
     assert '"test_a.py::test_two"' in text
     # A node-id selection is not a deselection: test_two's entry (limits, comments) stays.
-    project.runpytest("-p", "no:cacheprovider", "--prune-budgets", "test_a.py::test_one", *workers).assert_outcomes(passed=1)
+    project.runpytest("-p", "no:cacheprovider", "--prune-budgets", "test_a.py::test_one", *workers).assert_outcomes(
+        passed=1
+    )
     assert budgets(project) == text
     project.runpytest("-p", "no:cacheprovider", "--prune-budgets", "-k", "one", *workers)
     assert budgets(project) == text
     # A full run over the file proves test_two gone once it is: pruned, under xdist too.
-    project.makepyfile(test_a=TWO_TESTS.split("@pytest.mark.budget(params=\"2K\")\ndef test_two")[0])
+    project.makepyfile(test_a=TWO_TESTS.split('@pytest.mark.budget(params="2K")\ndef test_two')[0])
     result = project.runpytest("-p", "no:cacheprovider", "--update-budgets", "--prune-budgets", *workers)
     result.stdout.fnmatch_lines(["*1 stale budget entry (removed)*"])
     assert '"test_a.py::test_two"' not in budgets(project) and '"test_a.py::test_one"' in budgets(project)
@@ -227,7 +247,9 @@ def test_prune_only_removes_what_this_run_proves_stale(project, workers):
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
 def test_one_name_for_two_models_is_an_error_naming_both(project, workers):
-    project.makepyfile(test_a=TWO_TESTS.replace("input_size=(1, 3, 16, 16))", "input_size=(1, 3, 16, 16), name=\"shared\")"))
+    project.makepyfile(
+        test_a=TWO_TESTS.replace("input_size=(1, 3, 16, 16))", 'input_size=(1, 3, 16, 16), name="shared")')
+    )
     before = budgets(project)
     result = project.runpytest("-p", "no:cacheprovider", "--update-budgets", "test_a.py", *workers)
     assert result.ret == pytest.ExitCode.TESTS_FAILED

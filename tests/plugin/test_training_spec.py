@@ -47,7 +47,7 @@ def the_loss(output):
     return output[1]
 '''
 
-BUDGETS = '''
+BUDGETS = """
 [budgets.plain]
 factory = "gptmodels:gpt"
 model_kwargs = { width = 32 }
@@ -69,7 +69,7 @@ factory = "gptmodels:gpt"
 model_kwargs = { width = 32 }
 inputs = "gptmodels:batch"
 forward_kwargs = { repeat = 2 }
-'''
+"""
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_loss_optimizer_and_forward_kwargs_reach_the_step(project):
     assert figures["adamw"]["peak_memory"] > figures["plain"]["peak_memory"]
     # The same step measured in code, with the same loss and optimizer, gives the same figures.
     project.makepyfile(
-        test_in_code='''
+        test_in_code="""
 import json, torch, gptmodels
 from pytest_modelbudget import measure
 
@@ -102,7 +102,7 @@ def test_same():
     twice = measure(gptmodels.gpt(32), gptmodels.batch(), forward_kwargs={"repeat": 2})
     with open("in_code.json", "w") as handle:
         json.dump([stats.peak_memory, once.macs, twice.macs], handle)
-'''
+"""
     )
     project.runpytest("-p", "no:cacheprovider", "test_in_code.py").assert_outcomes(passed=1)
     peak, once_macs, twice_macs = json.loads((project.path / "in_code.json").read_text())
@@ -112,16 +112,28 @@ def test_same():
 
 
 def test_the_old_name_of_model_kwargs_still_works_and_says_so(project):
-    (project.path / "budgets.toml").write_text(BUDGETS.replace("[budgets.plain]\nfactory = \"gptmodels:gpt\"\nmodel_kwargs", "[budgets.plain]\nfactory = \"gptmodels:gpt\"\nkwargs"))
+    (project.path / "budgets.toml").write_text(
+        BUDGETS.replace(
+            '[budgets.plain]\nfactory = "gptmodels:gpt"\nmodel_kwargs',
+            '[budgets.plain]\nfactory = "gptmodels:gpt"\nkwargs',
+        )
+    )
     result = project.runpytest("-p", "no:cacheprovider", "-k", "plain")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*budgets.toml:4: budgets.plain.kwargs is now model_kwargs (the factory's arguments; forward's are forward_kwargs): rename it*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*budgets.toml:4: budgets.plain.kwargs is now model_kwargs (the factory's arguments; forward's are forward_kwargs): rename it*"
+        ]
+    )
 
 
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ('kwargs = { width = 8 }\nmodel_kwargs = { width = 8 }', "both kwargs and model_kwargs: write model_kwargs only"),
+        (
+            "kwargs = { width = 8 }\nmodel_kwargs = { width = 8 }",
+            "both kwargs and model_kwargs: write model_kwargs only",
+        ),
         ('optimizer = "torch.optim:AdamW"', 'loss and optimizer apply to training: add mode = "training"'),
         ('mode = "training"\noptimizer_kwargs = { lr = 1 }', "optimizer_kwargs without an optimizer"),
         ('mode = "training"\noptimizer = "AdamW"', 'expected an import path "package.module:function"'),
@@ -135,10 +147,14 @@ def test_training_spec_mistakes_are_named(pytester, entry, message):
 
 
 def test_an_optimizer_that_does_not_import_names_the_entry(project):
-    (project.path / "budgets.toml").write_text(BUDGETS.replace('optimizer = "torch.optim:AdamW"', 'optimizer = "torch.optim:AdamWW"'))
+    (project.path / "budgets.toml").write_text(
+        BUDGETS.replace('optimizer = "torch.optim:AdamW"', 'optimizer = "torch.optim:AdamWW"')
+    )
     result = project.runpytest("-p", "no:cacheprovider", "-k", "adamw")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*budgets.toml:*: budgets.adamw.optimizer: module 'torch.optim' has no attribute 'AdamWW'*"])
+    result.stdout.fnmatch_lines(
+        ["*budgets.toml:*: budgets.adamw.optimizer: module 'torch.optim' has no attribute 'AdamWW'*"]
+    )
 
 
 def test_untying_the_lm_head_is_said_as_such(project):
@@ -146,7 +162,9 @@ def test_untying_the_lm_head_is_said_as_such(project):
     text = (project.path / "budgets.toml").read_text()
     assert 'shared_params = [["wte.weight", "lm_head.weight"]]' in text
     project.makepyfile(gptmodels=MODELS.replace("        self.lm_head.weight = self.wte.weight\n", ""))
-    result = project.runpytest("-p", "no:cacheprovider", "-k", "twice", "--budget-json", "r.json", "--budget-markdown", "r.md")
+    result = project.runpytest(
+        "-p", "no:cacheprovider", "-k", "twice", "--budget-json", "r.json", "--budget-markdown", "r.md"
+    )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*note: wte.weight no longer shared with lm_head.weight*"])
     record = json.loads((project.path / "r.json").read_text())["budgets"]["twice"]

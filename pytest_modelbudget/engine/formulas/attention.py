@@ -36,13 +36,9 @@ def _fused_attention(dropout_index: int) -> Formula:
 
 
 # The fused attention kernels, by where their schema puts dropout_p.
-register_cost("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention")(
-    _fused_attention(3)
-)
+register_cost("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention")(_fused_attention(3))
 register_cost("_scaled_dot_product_fused_attention_overrideable")(_fused_attention(4))
-register_cost("_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")(
-    _fused_attention(5)
-)
+register_cost("_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")(_fused_attention(5))
 
 
 def _mha_macs(query: torch.Tensor, key: torch.Tensor, embed_dim: int) -> int:

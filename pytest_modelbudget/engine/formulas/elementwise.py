@@ -24,9 +24,28 @@ def _per_input(weight: int) -> Formula:
 
 
 register_cost(
-    "sum", "mean", "amax", "amin", "max", "min", "prod", "var", "std", "var_mean", "std_mean",
-    "logsumexp", "norm", "linalg_vector_norm", "cumsum", "cumprod", "argmax", "argmin", "any",
-    "all", "nansum", "aminmax",
+    "sum",
+    "mean",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "prod",
+    "var",
+    "std",
+    "var_mean",
+    "std_mean",
+    "logsumexp",
+    "norm",
+    "linalg_vector_norm",
+    "cumsum",
+    "cumprod",
+    "argmax",
+    "argmin",
+    "any",
+    "all",
+    "nansum",
+    "aminmax",
 )(_per_input(1))
 register_cost("histc", "_is_all_true", "_is_any_true")(_per_input(1))
 register_cost("_softmax", "_log_softmax", "_safe_softmax")(_per_input(5))
@@ -86,13 +105,25 @@ def _pool(args: tuple, kwargs: dict, out: Any) -> Cost:
 
 
 register_cost(
-    "max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices",
-    "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d", "quantized_max_pool1d",
-    "quantized_max_pool2d", "quantized_max_pool3d",
+    "max_pool1d",
+    "max_pool2d",
+    "max_pool3d",
+    "max_pool2d_with_indices",
+    "max_pool3d_with_indices",
+    "avg_pool1d",
+    "avg_pool2d",
+    "avg_pool3d",
+    "quantized_max_pool1d",
+    "quantized_max_pool2d",
+    "quantized_max_pool3d",
 )(_pool)
 register_cost(
-    "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_avg_pool1d",
-    "adaptive_max_pool2d", "adaptive_max_pool3d", "_adaptive_avg_pool1d",
+    "_adaptive_avg_pool2d",
+    "_adaptive_avg_pool3d",
+    "adaptive_avg_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "_adaptive_avg_pool1d",
 )(_per_input(1))
 register_cost("upsample_linear1d")(_per_output(2))
 register_cost("upsample_bilinear2d", "_upsample_bilinear2d_aa")(_per_output(4))
@@ -103,9 +134,28 @@ register_cost("native_dropout")(_per_output(1))
 register_cost("floor_divide", "floor_divide_", "remainder", "fmod")(_per_output(1))
 # Activations that PyTorch does not tag ``pointwise``: one FLOP per output element like the rest.
 _ACTIVATIONS = (
-    "hardswish", "hardsigmoid", "hardtanh", "mish", "elu", "celu", "selu", "leaky_relu",
-    "rrelu_with_noise", "softplus", "softshrink", "hardshrink", "glu", "_prelu_kernel",
-    "log_sigmoid_forward", "threshold", "silu", "gelu", "relu", "relu6", "sigmoid", "tanh",
+    "hardswish",
+    "hardsigmoid",
+    "hardtanh",
+    "mish",
+    "elu",
+    "celu",
+    "selu",
+    "leaky_relu",
+    "rrelu_with_noise",
+    "softplus",
+    "softshrink",
+    "hardshrink",
+    "glu",
+    "_prelu_kernel",
+    "log_sigmoid_forward",
+    "threshold",
+    "silu",
+    "gelu",
+    "relu",
+    "relu6",
+    "sigmoid",
+    "tanh",
 )
 register_cost(*_ACTIVATIONS, *(name + "_" for name in _ACTIVATIONS))(_per_output(1))
 
@@ -121,7 +171,9 @@ def _grid_sampler(args: tuple, kwargs: dict, out: Any) -> Cost:
     return Cost(0, per_output * first_numel(out) + 2 * grid.numel())
 
 
-@register_cost("scatter_reduce", "scatter_reduce_", "scatter_add", "scatter_add_", "index_add", "index_add_", "index_reduce")
+@register_cost(
+    "scatter_reduce", "scatter_reduce_", "scatter_add", "scatter_add_", "index_add", "index_add_", "index_reduce"
+)
 def _scatter_reduce(args: tuple, kwargs: dict, out: Any) -> Cost:
     # One reduction step (add, multiply, max, min) per source element folded into the output.
     source = args[3] if len(args) > 3 else kwargs.get("src", kwargs.get("source"))

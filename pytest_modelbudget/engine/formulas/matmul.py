@@ -3,7 +3,8 @@ the convention of torchvision's ``_ops`` and fvcore), and the fused ops it does 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils import flop_counter

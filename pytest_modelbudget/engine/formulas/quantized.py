@@ -15,8 +15,12 @@ def _matmul(macs: int) -> Cost:
 
 
 @register_cost(
-    "quantized::linear", "quantized::linear_relu", "quantized::linear_dynamic", "quantized::linear_relu_dynamic",
-    "quantized::linear_dynamic_fp16", "quantized::linear_relu_dynamic_fp16",
+    "quantized::linear",
+    "quantized::linear_relu",
+    "quantized::linear_dynamic",
+    "quantized::linear_relu_dynamic",
+    "quantized::linear_dynamic_fp16",
+    "quantized::linear_relu_dynamic_fp16",
 )
 def _linear(args: tuple, kwargs: dict, out: Any) -> Cost:
     # Every output element is a dot product over the input's last dimension.
@@ -28,8 +32,12 @@ def _weight(packed: Any) -> Any:
 
 
 @register_cost(
-    "quantized::conv1d", "quantized::conv2d", "quantized::conv3d", "quantized::conv1d_relu",
-    "quantized::conv2d_relu", "quantized::conv3d_relu",
+    "quantized::conv1d",
+    "quantized::conv2d",
+    "quantized::conv3d",
+    "quantized::conv1d_relu",
+    "quantized::conv2d_relu",
+    "quantized::conv3d_relu",
 )
 def _conv(args: tuple, kwargs: dict, out: Any) -> Cost:
     # Weight (C_out, C_in / groups, *kernel): each output element reads one filter.
@@ -49,16 +57,33 @@ def _per_output(args: tuple, kwargs: dict, out: Any) -> Cost:
 
 
 register_cost(
-    "quantized::add", "quantized::add_relu", "quantized::add_scalar", "quantized::add_scalar_relu",
-    "quantized::mul", "quantized::mul_relu", "quantized::mul_scalar", "quantized::hardswish",
-    "quantized::sigmoid", "quantized::leaky_relu", "quantized::relu6", "quantized::celu", "quantized::elu",
+    "quantized::add",
+    "quantized::add_relu",
+    "quantized::add_scalar",
+    "quantized::add_scalar_relu",
+    "quantized::mul",
+    "quantized::mul_relu",
+    "quantized::mul_scalar",
+    "quantized::hardswish",
+    "quantized::sigmoid",
+    "quantized::leaky_relu",
+    "quantized::relu6",
+    "quantized::celu",
+    "quantized::elu",
 )(_per_output)
 register_cost("quantized::batch_norm1d", "quantized::batch_norm2d", "quantized::batch_norm3d")(
     lambda args, kwargs, out: Cost(0, 2 * first_numel(out))
 )
 register_free(
-    "quantize_per_tensor", "quantize_per_channel", "quantize_per_tensor_dynamic", "dequantize",
-    "q_per_channel_scales", "q_per_channel_zero_points", "int_repr", "quantized::cat", "quantized::cat_relu",
+    "quantize_per_tensor",
+    "quantize_per_channel",
+    "quantize_per_tensor_dynamic",
+    "dequantize",
+    "q_per_channel_scales",
+    "q_per_channel_zero_points",
+    "int_repr",
+    "quantized::cat",
+    "quantized::cat_relu",
 )
 
 
@@ -69,7 +94,12 @@ def _int_mm(args: tuple, kwargs: dict, out: Any) -> Cost:
     return _matmul(m * k * n)
 
 
-@register_cost("_weight_int8pack_mm", "_weight_int4pack_mm", "_weight_int4pack_mm_for_cpu", "_weight_int4pack_mm_with_scales_and_zeros")
+@register_cost(
+    "_weight_int8pack_mm",
+    "_weight_int4pack_mm",
+    "_weight_int4pack_mm_for_cpu",
+    "_weight_int4pack_mm_with_scales_and_zeros",
+)
 def _weight_pack_mm(args: tuple, kwargs: dict, out: Any) -> Cost:
     # Activations (..., K) times a packed low-bit weight: each output element is a K-long dot product.
     return _matmul(first_numel(out) * args[0].shape[-1])

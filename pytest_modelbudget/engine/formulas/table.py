@@ -9,7 +9,8 @@ returns ``None`` and is reported as uncounted, never silently dropped.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 
@@ -106,6 +107,7 @@ def cost_of(func: Any, args: tuple, kwargs: dict, out: Any) -> Cost | None:
 
 
 Pricer = Callable[[tuple, dict, Any], "Cost | None"]
+
 
 def pricer(func: Any) -> Pricer:
     """The rule that prices ``func``: a registered formula, free, the pointwise rule, or one

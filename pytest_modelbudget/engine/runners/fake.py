@@ -57,7 +57,11 @@ def _plain_fake(tensor: torch.Tensor, fake_mode: FakeTensorMode) -> torch.Tensor
     if tensor.is_quantized or tensor.is_conj() or tensor.is_neg() or tensor._base is not None:
         return None
     storage = tensor.untyped_storage()
-    if tensor.storage_offset() != 0 or storage.nbytes() != tensor.numel() * tensor.element_size() or not tensor.is_contiguous():
+    if (
+        tensor.storage_offset() != 0
+        or storage.nbytes() != tensor.numel() * tensor.element_size()
+        or not tensor.is_contiguous()
+    ):
         return None
     with torch._C._DisableTorchDispatch():
         meta = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")

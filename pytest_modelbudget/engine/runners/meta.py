@@ -18,6 +18,8 @@ def run_meta(step: Step, tensors: TensorInventory) -> Watched:
 
     stand_ins = tensors.stand_ins(step.model, alias)
     args, keywords = map_inputs(
-        (step.args, step.keywords), lambda t: t if t.is_meta or is_size_table(t) else t.to("meta"), lambda spec: spec.make("meta")
+        (step.args, step.keywords),
+        lambda t: t if t.is_meta or is_size_table(t) else t.to("meta"),
+        lambda spec: spec.make("meta"),
     )
     return step.watched(stand_ins, args, keywords, shapes_only=True)

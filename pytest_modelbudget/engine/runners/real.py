@@ -68,7 +68,11 @@ class WriteGuard(TorchDispatchMode):
     def alias(self, tensor: torch.Tensor) -> torch.Tensor:
         """The tensor itself under another name (no copy), watched; a copy where it cannot be
         watched by its storage (quantized, sparse, a tensor subclass)."""
-        if type(tensor) not in (torch.Tensor, torch.nn.Parameter) or tensor.layout != torch.strided or tensor.is_quantized:
+        if (
+            type(tensor) not in (torch.Tensor, torch.nn.Parameter)
+            or tensor.layout != torch.strided
+            or tensor.is_quantized
+        ):
             return _private_copy(tensor)
         self._storages.add(storage_key(tensor))
         return tensor.detach()

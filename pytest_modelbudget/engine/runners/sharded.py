@@ -65,7 +65,7 @@ def fake_copy(model: torch.nn.Module, fake_mode: FakeTensorMode) -> torch.nn.Mod
                 memo[id(tensor)] = to_fake(tensor)
     try:
         return copy.deepcopy(model, memo)
-    except Exception as error:  # noqa: BLE001 - any failure to copy is the user's to know
+    except Exception as error:
         raise MeasureError(
             f"measure(parallel=...) shards a copy of the model, and copying {type(model).__name__} failed: "
             f"{type(error).__name__}: {first_line(error)}"
@@ -162,7 +162,9 @@ def _fsdp_tensors(model: torch.nn.Module) -> tuple[list[torch.Tensor], list[torc
         state = module._get_fsdp_state()
         for group in getattr(state, "_fsdp_param_groups", []):
             for param in group.fsdp_params:
-                shards += [t for t in (getattr(param, "_sharded_param_data", None), param.sharded_param) if t is not None]
+                shards += [
+                    t for t in (getattr(param, "_sharded_param_data", None), param.sharded_param) if t is not None
+                ]
                 gathered += list(getattr(param, "all_gather_outputs", []))
                 unsharded = getattr(param, "_unsharded_param", None)
                 if unsharded is not None:

@@ -65,7 +65,9 @@ def build_hf(name: str, overrides: dict[str, Any], *, meta: bool) -> BuiltModel:
         try:
             model = model_class._from_config(config)
         except Exception as exc:
-            raise FactoryError(f"hf:{name}: {model_class.__name__} could not be built from its config: {type(exc).__name__}: {exc}") from exc
+            raise FactoryError(
+                f"hf:{name}: {model_class.__name__} could not be built from its config: {type(exc).__name__}: {exc}"
+            ) from exc
     return BuiltModel(model.eval(), default_inputs(model, config))
 
 
@@ -106,13 +108,20 @@ def default_inputs(model: torch.nn.Module, config: Any, batch: int = 1, length: 
     elif wants_images and getattr(image_config, "image_size", None) is not None:
         inputs["pixel_values"] = _pixels(batch, image_config)
     elif wants_images and not inputs:  # detection and backbone configs state no image size
-        channels = getattr(image_config, "num_channels", None) or getattr(getattr(config, "backbone_config", None), "num_channels", 3)
+        channels = getattr(image_config, "num_channels", None) or getattr(
+            getattr(config, "backbone_config", None), "num_channels", 3
+        )
         inputs["pixel_values"] = torch.randn(batch, channels, 224, 224)
     if "pixel_values_videos" in accepted and not inputs:
         video = _video(batch, image_config)
         if video is not None:
             inputs["pixel_values_videos"] = video
-    if "past_values" in accepted and not inputs and getattr(config, "num_input_channels", None) and getattr(config, "context_length", None):
+    if (
+        "past_values" in accepted
+        and not inputs
+        and getattr(config, "num_input_channels", None)
+        and getattr(config, "context_length", None)
+    ):
         # Time series (PatchTST, PatchTSMixer): the context window of every channel.
         inputs["past_values"] = torch.randn(batch, config.context_length, config.num_input_channels)
     if "input_values" in accepted and not inputs:
@@ -122,7 +131,8 @@ def default_inputs(model: torch.nn.Module, config: Any, batch: int = 1, length: 
         if features is not None:
             inputs["input_features"] = features
     required = [
-        name for name, p in accepted.items()
+        name
+        for name, p in accepted.items()
         if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
     missing = [name for name in required if name not in inputs]
@@ -145,7 +155,7 @@ def _has_image_tokens(config: Any) -> bool:
 def _text_length(text: Any, length: int) -> int:
     for key in ("max_position_embeddings", "n_positions", "max_seq_len", "context_length"):
         limit = getattr(text, key, None)
-        if isinstance(limit, int) and 0 < limit:
+        if isinstance(limit, int) and limit > 0:
             return min(length, limit)
     return length
 
@@ -161,7 +171,9 @@ def _size(value: Any) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
         return int(value[0]), int(value[-1])
     if isinstance(value, dict):
-        return int(value.get("height", value.get("shortest_edge", 224))), int(value.get("width", value.get("shortest_edge", 224)))
+        return int(value.get("height", value.get("shortest_edge", 224))), int(
+            value.get("width", value.get("shortest_edge", 224))
+        )
     return int(value), int(value)
 
 
@@ -192,7 +204,12 @@ def _patches_and_grid(accepted: Any, config: Any, batch: int) -> dict[str, torch
     merge = getattr(config, "spatial_merge_size", None) or 1
     side = max(merge, GRID_SIDE // merge * merge)
     frames = getattr(config, "temporal_patch_size", None) or 1
-    channels = getattr(config, "in_channels", None) or getattr(config, "num_channels", None) or getattr(config, "in_chans", None) or 3
+    channels = (
+        getattr(config, "in_channels", None)
+        or getattr(config, "num_channels", None)
+        or getattr(config, "in_chans", None)
+        or 3
+    )
     return {
         first: torch.randn(batch * side * side, channels * frames * patch * patch),
         "grid_thw": torch.tensor([[1, side, side]] * batch),
