@@ -13,6 +13,9 @@ from typing import Any
 
 from .errors import ModelBudgetError
 from .factories import FactoryError, load_callable
+from .figures import ROOFLINE_TIME
+from .gate.render import DEFAULT_TREE, TREE_COLUMNS
+from .gpus import GPUS
 
 
 def _shape(text: str) -> list[int]:
@@ -26,8 +29,6 @@ def _shape(text: str) -> list[int]:
 
 
 def _columns(text: str) -> list[str]:
-    from .gate.render import TREE_COLUMNS
-
     columns = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [c for c in columns if c not in TREE_COLUMNS]
     if unknown or not columns:
@@ -76,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--columns",
         type=_columns,
         default=None,
-        help="the tree's columns, comma-separated, from output_shape, params, bytes, macs, flops, memory_traffic, "
-        "peak_memory (default: output_shape,params,macs,memory_traffic,peak_memory)",
+        help=f"the tree's columns, comma-separated, from {', '.join(c for c in TREE_COLUMNS if c != 'type')} "
+        f"(default: {','.join(DEFAULT_TREE)}; a figure not measured is left out)",
     )
     parser.add_argument(
         "--mode",
@@ -102,8 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--gpu",
         default=None,
-        help="add roofline_time: the forward's time on this GPU by the roofline model, a lower bound "
-        "(h100-sxm, h100-pcie, h200, b200, a100-sxm-40gb, a100-sxm-80gb, l4, a10g, t4, rtx-4090)",
+        help=f"add {ROOFLINE_TIME.name}: {ROOFLINE_TIME.help} ({', '.join(GPUS)})",
     )
     parser.add_argument(
         "--world-size",
@@ -225,12 +225,12 @@ def _print(args: argparse.Namespace, stats: Any) -> int:
 
 
 def _print_in_units(args: argparse.Namespace, stats: Any) -> int:
-    from .gate.render import DEFAULT_TREE, layer_tree, markdown_table, text_table, totals_lines
+    from .gate.render import layer_tree, markdown_table, text_table, totals_lines
 
     if args.format == "json":
         print(json.dumps(stats.to_dict(), indent=2))
         return 0
-    columns = args.columns or [*DEFAULT_TREE, *(["roofline_time"] if stats.roofline_time is not None else [])]
+    columns = args.columns or DEFAULT_TREE
     headers, rows = layer_tree(stats, args.depth, columns)
     if args.format == "markdown":
         print(markdown_table(headers, rows))

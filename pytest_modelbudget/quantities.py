@@ -89,6 +89,17 @@ def parse_quantity(value: object, kind: Kind) -> int:
     return int((amount * table[key]).to_integral_value())
 
 
+def parse_bandwidth(value: object) -> int:
+    """Read a bandwidth such as ``"2TB/s"`` or ``"900GB/s"`` as bytes per second."""
+    expected = f'expected a bandwidth such as "2TB/s" or "900GB/s", found {value!r}'
+    if not isinstance(value, str) or not value.strip().endswith("/s"):
+        raise QuantityError(expected)
+    try:
+        return parse_quantity(value.strip()[:-2], "bytes")
+    except QuantityError:
+        raise QuantityError(expected) from None
+
+
 def parse_percent(value: object) -> float:
     """Read a tolerance such as ``"1%"`` or ``"0.5%"`` as a fraction (0.01, 0.005)."""
     if isinstance(value, str):

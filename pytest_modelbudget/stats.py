@@ -6,31 +6,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .quantities import Kind
+from .figures import FIGURES, LAYER_FIGURES
 
-#: Every figure a budget can limit, with the kind of quantity it is written in.
-FIGURES: dict[str, Kind] = {
-    "params": "count",
-    "trainable_params": "count",
-    "frozen_params": "count",
-    "buffer_elements": "count",
-    "bytes": "bytes",
-    "macs": "count",
-    "flops": "count",
-    "peak_memory": "bytes",
-    #: Bytes the forward's ops read plus wrote (``docs/MEMORY.md``): what memory-bound code moves.
-    "memory_traffic": "bytes",
-    #: The forward's time on a named GPU by the roofline model, in nanoseconds (``docs/ROOFLINE.md``).
-    "roofline_time": "time",
-    #: How many parameters forward never read: a limit of 0 fails on a dead layer and names it.
-    "unused_params": "count",
-}
+__all__ = ["FIGURES", "LAYER_FIGURES", "MAX_SHAPES", "LayerStats", "ModelStats"]
 
 #: Output shapes kept per module: a module called in a loop (an RNN cell) would list thousands.
 MAX_SHAPES = 64
-
-#: Figures that are also recorded per layer (and so can be diffed layer by layer).
-LAYER_FIGURES: tuple[str, ...] = ("params", "bytes", "macs", "flops", "peak_memory", "memory_traffic", "roofline_time")
 
 
 @dataclass
@@ -106,7 +87,8 @@ class ModelStats:
     def figures(self) -> dict[str, int]:
         """The figures a budget can limit, those that were measured."""
         values = {name: getattr(self, name) for name in FIGURES}
-        values["unused_params"] = len(self.unused_params)
+        # A figure kept as a list of names (unused_params) is limited by how many there are.
+        values = {name: len(value) if isinstance(value, list) else value for name, value in values.items()}
         return {name: value for name, value in values.items() if value is not None}
 
     def to_dict(self) -> dict[str, Any]:

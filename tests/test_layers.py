@@ -56,3 +56,16 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, broken):
     broken_contracts = [row for row in result.stdout.splitlines() if row.endswith("BROKEN")]
     assert any(row.startswith(broken) for row in broken_contracts), result.stdout
     assert module.replace("/", ".").removesuffix(".py") in result.stdout
+
+
+def test_the_layers_contract_names_every_top_level_module():
+    import pkgutil
+
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    layers = next(c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")["layers"]
+    named = {name.strip() for layer in layers for name in layer.split("|")}
+    modules = {info.name for info in pkgutil.iter_modules([str(ROOT / "pytest_modelbudget")])}
+    assert modules - named == set(), "modules in no layer"
+    assert named - modules == set(), "layers naming no module"

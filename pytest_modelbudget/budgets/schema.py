@@ -1,6 +1,6 @@
 """``budgets.toml``'s schema (pydantic v2, ``extra="forbid"``): settings, and per budget entry its
 limits, its baseline and, for a declared model, how to build and run it. The figures' fields
-follow ``stats.FIGURES``."""
+follow the table of figures (``figures.py``)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ from pydantic import (
 )
 
 from ..factories import is_model_spec
+from ..figures import FIGURES, LAYER_FIGURES
 from ..gpus import DTYPES as GPU_DTYPES
 from ..gpus import GPUS, Gpu
-from ..quantities import QuantityError, parse_percent, parse_quantity
-from ..stats import FIGURES, LAYER_FIGURES
+from ..quantities import Kind, QuantityError, parse_bandwidth, parse_percent, parse_quantity
 
 
-def _quantity(kind: Literal["count", "bytes", "time"]) -> Any:
+def _quantity(kind: Kind) -> Any:
     def parse(value: Any) -> int:
         try:
             return parse_quantity(value, kind)
@@ -74,7 +74,7 @@ class _Strict(BaseModel):
 
 
 def _figure_fields(names: Any, annotation: Any) -> dict[str, Any]:
-    """One optional field per figure, so that the schema follows ``stats.FIGURES``."""
+    """One optional field per figure, so that the schema follows the table of figures."""
     return {name: (annotation(name) | None, None) for name in names}
 
 
@@ -232,12 +232,10 @@ class GpuSpec(_Strict):
 
 
 def _per_second(value: str) -> int:
-    if not isinstance(value, str) or not value.strip().endswith("/s"):
-        raise ValueError(f'expected a bandwidth such as "2TB/s" or "900GB/s", found {value!r}')
     try:
-        return parse_quantity(value.strip()[:-2], "bytes")
+        return parse_bandwidth(value)
     except QuantityError as exc:
-        raise ValueError(f'expected a bandwidth such as "2TB/s" or "900GB/s", found {value!r}') from exc
+        raise ValueError(str(exc)) from None
 
 
 class Settings(_Strict):
@@ -282,7 +280,3 @@ class BudgetFile(_Strict):
                     f"budgets.{name}.gpu: unknown GPU {entry.gpu!r}; expected one of {', '.join([*GPUS, *self.settings.gpus])}"
                 )
         return self
-
-
-#: Figures compared with the baseline unless ``[settings] figures`` says otherwise.
-DEFAULT_FIGURES = ("params", "bytes", "macs", "flops", "peak_memory", "memory_traffic")

@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BudgetUsageError
+from ..figures import COMPARED, FIGURES, LEADING
 from ..quantities import format_percent, format_quantity
-from ..stats import FIGURES
 from .render import details
 from .reports import move_text
 from .verdict import layer_diff
-
-#: Figures compared, in the order a reader scans them.
-COMPARED = ("params", "bytes", "macs", "flops", "peak_memory", "memory_traffic")
 
 
 def load_base(path: Path, source: str) -> dict[str, dict[str, Any]]:
@@ -129,9 +126,7 @@ def compare_markdown(
                     f"| {_cell(name)} | {figure} | {format_quantity(before, kind)} | {format_quantity(now, kind)} | {change} |"
                 )
         for name, moves in comparison.changed.items():
-            figures = [
-                figure for figure, _, _ in moves if figure in ("params", "macs", "peak_memory", "memory_traffic")
-            ][:3]
+            figures = [figure for figure, _, _ in moves if figure in LEADING][:3]
             if not figures or not records[name].get("layers") or not base[name].get("layers"):
                 continue
             table = layer_diff(records[name]["layers"], base[name]["layers"], figures, None)

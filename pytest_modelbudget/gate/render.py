@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..quantities import format_bytes, format_count, format_time
+from ..figures import FIGURES, LAYER_FIGURES, TABLE, TREE_DEFAULT
+from ..quantities import format_bytes, format_count, format_quantity, format_time
 from ..stats import ModelStats
 
 Row = Sequence[str]
@@ -52,16 +53,11 @@ def _html(text: str) -> str:
 TREE_COLUMNS = {
     "type": "type",
     "output_shape": "output shape",
-    "params": "params",
-    "bytes": "bytes",
-    "macs": "MACs",
-    "flops": "FLOPs",
-    "memory_traffic": "traffic",
-    "roofline_time": "roofline",
-    "peak_memory": "peak memory",
+    **{figure.name: figure.column for figure in TABLE if figure.per_layer},
 }
-#: torchinfo's columns and ours, in 100 columns for a transformer's names.
-DEFAULT_TREE = ("output_shape", "params", "macs", "memory_traffic", "peak_memory")
+#: torchinfo's columns and ours, in 100 columns for a transformer's names; a figure that was not
+#: measured (peak memory on a sharded step's layers, roofline time without a GPU) is left out.
+DEFAULT_TREE = ("output_shape", *TREE_DEFAULT)
 
 
 def format_shapes(shapes: list[list[int]], calls: int = 1) -> str:
@@ -83,8 +79,8 @@ def layer_tree(
     stats: ModelStats, depth: int | None = None, columns: Sequence[str] = DEFAULT_TREE
 ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-module tree, indented by depth, totals last."""
-    with_memory = any(layer.peak_memory is not None for layer in stats.layers.values())
-    chosen = ["type", *[c for c in columns if c != "type" and (c != "peak_memory" or with_memory)]]
+    measured = {name for layer in stats.layers.values() for name in LAYER_FIGURES if getattr(layer, name) is not None}
+    chosen = ["type", *[c for c in columns if c != "type" and (c not in LAYER_FIGURES or c in measured)]]
     headers = ["module", *(TREE_COLUMNS[c] for c in chosen)]
     rows = []
     for name, layer in stats.layers.items():
@@ -92,17 +88,10 @@ def layer_tree(
         if depth is not None and level > depth:
             continue
         label = "  " * level + (name.rsplit(".", 1)[-1] if name else "(root)")
-        cells = {
-            "type": layer.type,
-            "output_shape": format_shapes(layer.output_shapes),
-            "params": format_count(layer.params),
-            "bytes": format_bytes(layer.bytes),
-            "macs": format_count(layer.macs),
-            "flops": format_count(layer.flops),
-            "memory_traffic": format_bytes(layer.memory_traffic),
-            "roofline_time": "-" if layer.roofline_time is None else format_time(layer.roofline_time),
-            "peak_memory": "" if layer.peak_memory is None else format_bytes(layer.peak_memory),
-        }
+        cells = {"type": layer.type, "output_shape": format_shapes(layer.output_shapes)}
+        for figure in LAYER_FIGURES:
+            value = getattr(layer, figure)
+            cells[figure] = "-" if value is None else format_quantity(value, FIGURES[figure])
         rows.append([label, *(cells[c] for c in chosen)])
     return headers, rows
 

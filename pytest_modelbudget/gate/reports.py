@@ -8,23 +8,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..figures import BASELINE_ORDER, COMPARED, FIGURES, NARROWING, SUMMARY_COLUMNS
 from ..quantities import format_percent, format_quantity
-from ..stats import FIGURES
 from .render import details, markdown_table, text_table
-
-SHOWN = ("params", "bytes", "macs", "flops", "peak_memory")
-#: Figures ``--update-budgets`` reports the moves of: the table's and the ones it leaves to
-#: ``--budget-columns``.
-MOVED = (*SHOWN, "memory_traffic")
-
-
-#: Dropped in this order when the table is wider than the terminal (unless chosen by name); the
-#: figures budgets are mostly about stay.
-NARROWING = ("flops", "bytes")
 
 
 def summary_rows(
-    records: Iterable[dict[str, Any]], columns: Iterable[str] = SHOWN
+    records: Iterable[dict[str, Any]], columns: Iterable[str] = SUMMARY_COLUMNS
 ) -> tuple[list[str], list[list[str]]]:
     columns = tuple(columns)
     records = list(records)
@@ -49,10 +39,6 @@ def _verdict(record: dict[str, Any]) -> str:
     if record.get("test_outcome") == "failed" and status in ("passed", "tighten"):
         return f"{status}, test failed"  # within budget, but the test failed its own assertion
     return status
-
-
-#: The "vs baseline" column's figure: the first of these that moved in any budget.
-BASELINE_ORDER = ("params", "macs", "peak_memory", "bytes", "flops", "memory_traffic")
 
 
 def _moved(record: dict[str, Any], figure: str) -> bool:
@@ -95,7 +81,7 @@ def terminal_table(
     records = list(records)
     if columns is not None:
         return text_table(*summary_rows(records, columns))
-    shown = list(SHOWN)
+    shown = list(SUMMARY_COLUMNS)
     table = text_table(*summary_rows(records, shown))
     for figure in NARROWING:
         if width is None or max(map(len, table.splitlines())) <= width:
@@ -165,7 +151,7 @@ def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
         old, now = record.get("baseline"), record["figures"]
         moves = [
             move_text(figure, old[figure], now[figure])
-            for figure in MOVED
+            for figure in COMPARED
             if old and old.get(figure) is not None and now.get(figure) is not None and old[figure] != now[figure]
         ]
         if not old:

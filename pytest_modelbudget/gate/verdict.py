@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ..figures import BY_NAME, DIFF_ORDER, FIGURES, PEAK_MEMORY
 from ..quantities import format_pair, format_percent, format_quantity
-from ..stats import FIGURES
 from .render import text_table
 
 Status = Literal["ok", "over_limit", "over_baseline", "tighten", "unmeasured"]
@@ -153,8 +153,7 @@ def sharing_changes(before: list[list[str]] | None, now: list[list[str]]) -> lis
 # --- the failure message -------------------------------------------------------------------------
 
 MAX_LAYER_ROWS = 15
-#: The per-layer diff's column groups, most telling first; at most MAX_DIFF_FIGURES unless -vv.
-DIFF_ORDER = ("params", "macs", "peak_memory", "memory_traffic", "bytes", "flops")
+#: The per-layer diff shows at most this many figures (``figures.DIFF_ORDER``'s first) unless -vv.
 MAX_DIFF_FIGURES = 3
 
 
@@ -173,13 +172,14 @@ def failure_message(
     lines = [headline, f"model budget {verdict.name!r} {'exceeded' if failing else 'not checked'}:"]
     lines += [f"  {reason}" for reason in reasons]
     lines += [f"  note: {note}" for note in notes or []]
-    if memory_source and any(check.figure == "peak_memory" and check.value is not None for check in failing):
+    if memory_source and any(check.figure == PEAK_MEMORY.name and check.value is not None for check in failing):
         # A figure estimated on CI and one measured on a GPU differ by the estimate's error.
         lines.append(f"  (peak_memory: {memory_source})")
     if not failing:
         return "\n".join(lines)
     failed = {c.figure for c in failing}
-    figures = [f for f in DIFF_ORDER if f in failed] or ["params", "macs"]
+    # A figure that has no per-layer diff (roofline_time) is explained by the most telling two.
+    figures = [f for f in DIFF_ORDER if f in failed] or list(DIFF_ORDER[:2])
     if verbose < 2:
         figures = figures[:MAX_DIFF_FIGURES]  # bytes and flops mostly follow params and macs
     limit = None if verbose >= 2 else MAX_LAYER_ROWS
@@ -198,8 +198,8 @@ def _indent(text: str) -> str:
 
 def own_figures(layers: dict[str, dict[str, Any]], figures: list[str]) -> dict[str, dict[str, int]]:
     """Each layer's own figures: its total less its direct children's, so that a parent shows a
-    change only where its own code (outside its children) changed. ``peak_memory`` is already a
-    layer's own (what its forward adds), so it is kept as it is."""
+    change only where its own code (outside its children) changed. A figure that is not additive
+    (``peak_memory``: what a layer's forward adds) is already a layer's own, and kept as it is."""
     own: dict[str, dict[str, int]] = {}
     for name, figures_of in layers.items():
         own[name] = {f: figures_of[f] for f in figures if figures_of.get(f) is not None}
@@ -210,7 +210,7 @@ def own_figures(layers: dict[str, dict[str, Any]], figures: list[str]) -> dict[s
         if parent not in own:
             continue
         for figure in figures:
-            if figure != "peak_memory" and figures_of.get(figure) is not None and figure in own[parent]:
+            if BY_NAME[figure].additive and figures_of.get(figure) is not None and figure in own[parent]:
                 own[parent][figure] -= figures_of[figure]
     return own
 
@@ -224,13 +224,13 @@ def layer_diff(
     """One row per layer whose own figures changed (added, removed, grown, shrunk), ranked by the
     change of ``figures[0]``, the figure that failed; a column group per figure."""
     now, before = own_figures(layers, figures), own_figures(baseline_layers, figures)
-    explained = _memory_explained_by_children(now, before) if "peak_memory" in figures else set()
+    explained = {f: _explained_by_children(now, before, f) for f in figures if not BY_NAME[f].additive}
     rows: list[tuple[tuple[int, ...], list[str]]] = []
     for name in sorted(now.keys() | before.keys()):
         new, old = now.get(name), before.get(name)
         changes = [(new or {}).get(f, 0) - (old or {}).get(f, 0) for f in figures]
         # Ranked and listed by what changed in the layer itself.
-        own_changes = [0 if f == "peak_memory" and name in explained else c for f, c in zip(figures, changes)]
+        own_changes = [0 if name in explained.get(f, ()) else c for f, c in zip(figures, changes)]
         if not any(own_changes):
             continue
         status = (
@@ -266,12 +266,12 @@ def layer_diff(
     return table
 
 
-def _memory_explained_by_children(now: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> set[str]:
-    """Parents whose ``peak_memory`` change is no larger than their children's together: a
-    parent's peak rises with what its grown children add and keep, which says nothing of its
-    own code."""
+def _explained_by_children(now: dict[str, dict[str, int]], before: dict[str, dict[str, int]], figure: str) -> set[str]:
+    """Parents whose change of a non-additive ``figure`` (peak memory) is no larger than their
+    children's together: a parent's peak rises with what its grown children add and keep, which
+    says nothing of its own code."""
     change = {
-        name: (now.get(name) or {}).get("peak_memory", 0) - (before.get(name) or {}).get("peak_memory", 0)
+        name: (now.get(name) or {}).get(figure, 0) - (before.get(name) or {}).get(figure, 0)
         for name in now.keys() | before.keys()
     }
     children: dict[str, int] = {}

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..budgets.loader import locate
-from ..budgets.schema import DEFAULT_FIGURES, BudgetFile, Entry
+from ..budgets.schema import BudgetFile, Entry
 from ..errors import BudgetExceeded, BudgetUsageError
+from ..figures import COMPARED, FIGURES, LAYER_FIGURES
 from ..gate.reports import caveats, structure_lines
 from ..gate.verdict import evaluate, failure_message, sharing_changes
 from ..quantities import byte_units, parse_percent
-from ..stats import FIGURES, LAYER_FIGURES
 from .marker import BudgetMarker
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class BudgetSession:
     def compared_figures(self) -> tuple[str, ...]:
         figures = self.file.settings.figures
         # [] means "compare no figure with the baseline" (limits only), not "the default".
-        return tuple(DEFAULT_FIGURES if figures is None else figures)
+        return tuple(COMPARED if figures is None else figures)
 
     def line_of(self, *loc: str) -> str:
         text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
