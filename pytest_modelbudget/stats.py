@@ -91,6 +91,13 @@ class ModelStats:
         values = {name: len(value) if isinstance(value, list) else value for name, value in values.items()}
         return {name: value for name, value in values.items() if value is not None}
 
+    def layer_figures(self) -> dict[str, dict[str, Any]]:
+        """Each layer's type and the per-layer figures it has: what a budget's record keeps."""
+        return {
+            name: {"type": layer.type, **{f: getattr(layer, f) for f in LAYER_FIGURES if getattr(layer, f) is not None}}
+            for name, layer in self.layers.items()
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: plain ints, strings, lists and dicts."""
         return asdict(self)

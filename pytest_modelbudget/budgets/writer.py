@@ -21,14 +21,12 @@ import tomlkit
 from tomlkit.items import InlineTable, Table
 
 from ..errors import BudgetFileError
-from ..stats import FIGURES, LAYER_FIGURES
+from ..figures import FIGURES, LAYER_FIGURES
+from ..record import BudgetRecord
 from .loader import load_text, read_text
 
-#: What a baseline records beside its figures: how peak_memory was obtained, and with which torch.
-PROVENANCE = ("peak_memory_source", "torch")
 
-
-def update_baselines(path: Path, records: Mapping[str, Mapping[str, Any]], remove: Iterable[str] = ()) -> bool:
+def update_baselines(path: Path, records: Mapping[str, BudgetRecord], remove: Iterable[str] = ()) -> bool:
     """Write each record's figures into ``[budgets.NAME.baseline]``; drop the entries in
     ``remove``. Returns whether the file changed.
 
@@ -64,7 +62,7 @@ def _locked(path: Path) -> Iterator[None]:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
-def _update(path: Path, records: Mapping[str, Mapping[str, Any]], remove: Iterable[str]) -> bool:
+def _update(path: Path, records: Mapping[str, BudgetRecord], remove: Iterable[str]) -> bool:
     old_text = read_text(path) if path.exists() else ""
     doc = tomlkit.parse(old_text)
     budgets = doc.get("budgets")
@@ -109,7 +107,7 @@ def _refuse_what_the_loader_rejects(path: Path, text: str) -> None:
         ) from None
 
 
-def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
+def _write_baseline(entry: Table, record: BudgetRecord) -> None:
     baseline = entry.get("baseline")
     if baseline is not None and (isinstance(baseline, InlineTable) or _dotted(entry, "baseline")):
         # baseline = { ... } or baseline.params = ...: ours to write, rewritten as a table that
@@ -121,14 +119,14 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
         baseline.comment("written by pytest --update-budgets")
         entry["baseline"] = baseline
     for figure in FIGURES:
-        value = record["figures"].get(figure)
+        value = record.figures.get(figure)
         if value is not None and baseline.get(figure) != value:
             baseline[figure] = _integer(value)
-    for key in PROVENANCE:
-        value = record.get(key)
+    # Beside the figures: how peak_memory was obtained, and with which torch.
+    for key, value in (("peak_memory_source", record.peak_memory_source), ("torch", record.torch)):
         if value is not None and baseline.get(key) != value:
             baseline[key] = value
-    shared = record.get("shared_params")
+    shared = [list(group) for group in record.shared_params]
     if shared and baseline.get("shared_params") != shared:
         baseline["shared_params"] = shared
     elif not shared and "shared_params" in baseline:
@@ -138,7 +136,7 @@ def _write_baseline(entry: Table, record: Mapping[str, Any]) -> None:
     if layers is None:
         layers = tomlkit.table()
         baseline["layers"] = layers
-    measured = {name: figures for name, figures in record.get("layers", {}).items() if name}
+    measured = {name: figures for name, figures in record.layers.items() if name}
     wanted = {
         name: {f: figures[f] for f in LAYER_FIGURES if figures.get(f) is not None} for name, figures in measured.items()
     }

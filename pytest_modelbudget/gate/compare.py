@@ -5,6 +5,7 @@ the run's verdict (the baseline in budgets.toml does that)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,15 @@ from typing import Any
 from ..errors import BudgetUsageError
 from ..figures import COMPARED, FIGURES, LEADING
 from ..quantities import format_percent, format_quantity
+from ..record import REPORT_VERSION, BudgetRecord
+from .failure import layer_diff
 from .render import details
 from .reports import move_text
-from .verdict import layer_diff
 
 
-def load_base(path: Path, source: str) -> dict[str, dict[str, Any]]:
-    """The budgets of a ``--budget-json`` report; ``source`` names the option for the message."""
+def load_base(path: Path, source: str) -> dict[str, BudgetRecord]:
+    """The budgets of a ``--budget-json`` report, of this version or an earlier one; ``source``
+    names the option for the message."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -41,7 +44,21 @@ def load_base(path: Path, source: str) -> dict[str, dict[str, Any]]:
             f"{source}: {path} is JSON but not a --budget-json report: expected an object with "
             '"budgets": {name: {"figures": {...}, ...}}'
         )
-    return budgets
+    version = data.get("report_version", 1)
+    if not isinstance(version, int) or version > REPORT_VERSION:
+        raise BudgetUsageError(
+            f"{source}: {path} is a report of version {version!r}, written by a newer pytest-modelbudget; this one "
+            f"reads versions 1 to {REPORT_VERSION}: upgrade pytest-modelbudget, or compare with a report it wrote"
+        )
+    records = {}
+    for name, record in budgets.items():
+        try:
+            records[name] = BudgetRecord.from_dict({"name": name, **record})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BudgetUsageError(
+                f"{source}: {path}: budget {name!r} is not a --budget-json record ({type(exc).__name__}: {exc})"
+            ) from None
+    return records
 
 
 @dataclass
@@ -65,7 +82,7 @@ class Comparison:
         return ", ".join(parts)
 
 
-def compare(base: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]]) -> Comparison:
+def compare(base: Mapping[str, BudgetRecord], records: Mapping[str, BudgetRecord]) -> Comparison:
     result = Comparison()
     for name in sorted(records.keys() | base.keys()):
         now, before = records.get(name), base.get(name)
@@ -73,15 +90,15 @@ def compare(base: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]])
             result.new.append(name)
         elif now is None:
             result.gone.append(name)
-        elif not now.get("figures") or not before.get("figures"):
+        elif not now.figures or not before.figures:
             result.errored.append(name)
         else:
             moves = [
-                (figure, before["figures"][figure], now["figures"][figure])
+                (figure, before.figures[figure], now.figures[figure])
                 for figure in COMPARED
-                if _is_int(before["figures"].get(figure))
-                and _is_int(now["figures"].get(figure))
-                and before["figures"][figure] != now["figures"][figure]
+                if _is_int(before.figures.get(figure))
+                and _is_int(now.figures.get(figure))
+                and before.figures[figure] != now.figures[figure]
             ]
             if moves:
                 result.changed[name] = moves
@@ -109,8 +126,8 @@ def compare_lines(comparison: Comparison, base_name: str) -> list[str]:
 
 def compare_markdown(
     comparison: Comparison,
-    base: dict[str, dict[str, Any]],
-    records: dict[str, dict[str, Any]],
+    base: Mapping[str, BudgetRecord],
+    records: Mapping[str, BudgetRecord],
     base_name: str,
 ) -> str:
     """A table of every figure that moved, and each moved budget's per-layer changes folded
@@ -127,9 +144,9 @@ def compare_markdown(
                 )
         for name, moves in comparison.changed.items():
             figures = [figure for figure, _, _ in moves if figure in LEADING][:3]
-            if not figures or not records[name].get("layers") or not base[name].get("layers"):
+            if not figures or not records[name].layers or not base[name].layers:
                 continue
-            table = layer_diff(records[name]["layers"], base[name]["layers"], figures, None)
+            table = layer_diff(records[name].layers, base[name].layers, figures, None)
             lines += ["", details(f"{name}: layers whose own {', '.join(figures)} changed", table)]
     others = [
         *(f"- {name}: new" for name in comparison.new),

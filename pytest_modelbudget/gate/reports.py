@@ -4,17 +4,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..figures import BASELINE_ORDER, COMPARED, FIGURES, NARROWING, SUMMARY_COLUMNS
 from ..quantities import format_percent, format_quantity
+from ..record import REPORT_VERSION, BudgetRecord, FigureCheck
 from .render import details, markdown_table, text_table
 
 
 def summary_rows(
-    records: Iterable[dict[str, Any]], columns: Iterable[str] = SUMMARY_COLUMNS
+    records: Iterable[BudgetRecord], columns: Iterable[str] = SUMMARY_COLUMNS
 ) -> tuple[list[str], list[list[str]]]:
     columns = tuple(columns)
     records = list(records)
@@ -23,30 +24,30 @@ def summary_rows(
     headers = ["budget", *columns, "% of limit", f"vs baseline ({common})" if common else "vs baseline", "verdict"]
     rows = []
     # Failures first: with many budgets, the ones a reviewer needs are on top.
-    for record in sorted(records, key=lambda r: (_verdict(r) in ("passed", "tighten"), r["name"])):
-        figures = record["figures"]
-        row = [record["name"]]
+    for record in sorted(records, key=lambda r: (_verdict(r) in ("passed", "tighten"), r.name)):
+        figures = record.figures
+        row = [record.name]
         row += ["-" if figures.get(f) is None else format_quantity(figures[f], FIGURES[f]) for f in columns]
-        row.append(_limit_use(figures, record["limits"]))
-        row.append(_baseline_change(figures, record.get("baseline"), common))
+        row.append(_limit_use(figures, record.limits))
+        row.append(_baseline_change(figures, record.baseline, common))
         row.append(_verdict(record))
         rows.append(row)
     return headers, rows
 
 
-def _verdict(record: dict[str, Any]) -> str:
-    status = record["verdict"]["status"]
-    if record.get("test_outcome") == "failed" and status in ("passed", "tighten"):
+def _verdict(record: BudgetRecord) -> str:
+    status = record.verdict.status
+    if record.test_outcome == "failed" and status in ("passed", "tighten"):
         return f"{status}, test failed"  # within budget, but the test failed its own assertion
     return status
 
 
-def _moved(record: dict[str, Any], figure: str) -> bool:
-    baseline, now = record.get("baseline") or {}, record["figures"].get(figure)
+def _moved(record: BudgetRecord, figure: str) -> bool:
+    baseline, now = record.baseline or {}, record.figures.get(figure)
     return baseline.get(figure) is not None and now is not None and now != baseline[figure]
 
 
-def _limit_use(figures: dict[str, int], limits: dict[str, int]) -> str:
+def _limit_use(figures: Mapping[str, int], limits: Mapping[str, int]) -> str:
     used = [(figures[f] / limit, f) for f, limit in limits.items() if limit and figures.get(f) is not None]
     if not used:
         return "-"
@@ -57,7 +58,7 @@ def _limit_use(figures: dict[str, int], limits: dict[str, int]) -> str:
     return f"{fraction * 100:.{digits}f}% {figure}"
 
 
-def _baseline_change(figures: dict[str, int], baseline: dict[str, int] | None, common: str | None = None) -> str:
+def _baseline_change(figures: Mapping[str, int], baseline: Mapping[str, int] | None, common: str | None = None) -> str:
     if not baseline:
         return "new"
     changes = {
@@ -74,7 +75,7 @@ def _baseline_change(figures: dict[str, int], baseline: dict[str, int] | None, c
 
 
 def terminal_table(
-    records: Iterable[dict[str, Any]], columns: Iterable[str] | None = None, width: int | None = None
+    records: Iterable[BudgetRecord], columns: Iterable[str] | None = None, width: int | None = None
 ) -> str:
     """The summary table with ``columns`` (default: every figure, less those that do not fit in
     ``width``, in NARROWING order)."""
@@ -102,34 +103,35 @@ MARKS = {
 }
 
 
-def markdown_report(records: Iterable[dict[str, Any]]) -> str:
+def markdown_report(records: Iterable[BudgetRecord]) -> str:
     """The table (failures first, a mark per budget), the notes, then each failure's message,
     per-layer diff included, folded in a ``<details>`` block under its headline."""
     records = list(records)
     headers, rows = summary_rows(records)
     rows = [[f"{MARKS.get(row[-1], '')} {row[0]}".strip(), *row[1:]] for row in rows]
-    changes = [f"{r['name']}: {line}" for r in sorted(records, key=lambda r: r["name"]) for line in structure_lines(r)]
+    changes = [f"{r.name}: {line}" for r in sorted(records, key=lambda r: r.name) for line in structure_lines(r)]
     notes = "".join(f"\n- {line}" for line in [*changes, *caveat_lines(records)])
     text = "### Model budgets\n\n" + markdown_table(headers, rows) + "\n" + (notes[1:] + "\n" if notes else "")
-    failures = [r for r in sorted(records, key=lambda r: r["name"]) if r.get("failure")]
-    for record in failures:
-        headline, _, rest = record["failure"].partition("\n")
+    for record in sorted(records, key=lambda r: r.name):
+        if not record.failure:
+            continue
+        headline, _, rest = record.failure.partition("\n")
         text += "\n" + details(f"❌ {headline}", rest.strip("\n") or headline) + "\n"
     return text
 
 
-def _checks(records: Iterable[dict[str, Any]], status: str) -> Iterable[tuple[str, dict[str, Any], str]]:
+def _checks(records: Iterable[BudgetRecord], status: str) -> Iterable[tuple[str, FigureCheck, str]]:
     """(budget name, check, the figure's kind) of every check with ``status``, by budget name."""
-    for record in sorted(records, key=lambda r: r["name"]):
-        for check in record["verdict"]["checks"]:
-            if check["status"] == status:
-                yield record["name"], check, FIGURES[check["figure"]]
+    for record in sorted(records, key=lambda r: r.name):
+        for check in record.verdict.checks:
+            if check.status == status:
+                yield record.name, check, FIGURES[check.figure]
 
 
-def tighten_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+def tighten_lines(records: Iterable[BudgetRecord]) -> list[str]:
     return [
-        f"{name}: {check['figure']} fell to {format_quantity(check['value'], kind)} "
-        f"from a baseline of {format_quantity(check['baseline'], kind)}; run pytest --update-budgets to tighten it"
+        f"{name}: {check.figure} fell to {format_quantity(check.value or 0, kind)} "
+        f"from a baseline of {format_quantity(check.baseline or 0, kind)}; run pytest --update-budgets to tighten it"
         for name, check, kind in _checks(records, "tighten")
     ]
 
@@ -141,14 +143,14 @@ def move_text(figure: str, before: int, now: int) -> str:
     return f"{figure} {format_quantity(before, FIGURES[figure])} -> {format_quantity(now, FIGURES[figure])}{change}"
 
 
-def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
+def moved_lines(records: Iterable[BudgetRecord]) -> list[str]:
     """What ``--update-budgets`` changed, budget by budget, and a count: what a reviewer checks
     before committing budgets.toml."""
     lines, changed, unchanged, new = [], 0, 0, 0
-    for record in sorted(records, key=lambda r: r["name"]):
-        if record["verdict"]["status"] == "error":  # nothing measured, nothing written
+    for record in sorted(records, key=lambda r: r.name):
+        if record.verdict.errored:  # nothing measured, nothing written
             continue
-        old, now = record.get("baseline"), record["figures"]
+        old, now = record.baseline, record.figures
         moves = [
             move_text(figure, old[figure], now[figure])
             for figure in COMPARED
@@ -156,55 +158,55 @@ def moved_lines(records: Iterable[dict[str, Any]]) -> list[str]:
         ]
         if not old:
             new += 1
-            lines.append(f"{record['name']}: new baseline")
+            lines.append(f"{record.name}: new baseline")
         elif moves:
             changed += 1
-            lines.append(f"{record['name']}: {', '.join(moves)}")
+            lines.append(f"{record.name}: {', '.join(moves)}")
         else:
             unchanged += 1
         for name, check, kind in _checks([record], "over_limit"):
             lines.append(
-                f"{name}: baseline written although {check['figure']} {format_quantity(check['value'], kind)} "
-                f"is over its limit {format_quantity(check['limit'], kind)} (the test fails until the model or the "
+                f"{name}: baseline written although {check.figure} {format_quantity(check.value or 0, kind)} "
+                f"is over its limit {format_quantity(check.limit or 0, kind)} (the test fails until the model or the "
                 "limit changes)"
             )
     lines.append(f"{changed} changed, {unchanged} unchanged, {new} new")
     return lines
 
 
-def structure_lines(record: dict[str, Any]) -> list[str]:
+def structure_lines(record: BudgetRecord) -> list[str]:
     """What changed in the model's structure beside its figures: ties undone or made, and the
     parameters forward never reads (a dead head is params that buy nothing)."""
-    lines = list(record.get("sharing_changes", []))
-    unused = record.get("unused_params") or []
+    lines = list(record.sharing_changes)
+    unused = record.unused_params
     if unused:
         shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
         lines.append(f"unused: forward never reads {shown}")
     return lines
 
 
-def caveats(record: dict[str, Any]) -> list[str]:
+def caveats(record: BudgetRecord) -> list[str]:
     """What makes a budget's figures less than the engine's usual exact fake run: a fall-back to
     a real run, and ops that did arithmetic no formula prices (left out of macs and flops)."""
     lines = []
-    if record.get("execution") == "real":
-        why = next((note for note in record.get("notes", []) if note.startswith("fake execution failed")), "")
+    if record.execution == "real":
+        why = next((note for note in record.notes if note.startswith("fake execution failed")), "")
         lines.append(f"measured by a real CPU run, not a fake one{': ' + why if why else ''}")
-    uncounted = record.get("uncounted_ops") or {}
+    uncounted = record.uncounted_ops
     if uncounted:
         ops = ", ".join(f"{op} x{count}" for op, count in sorted(uncounted.items()))
         lines.append(f"{len(uncounted)} op(s) did arithmetic with no formula, left out of macs and flops: {ops}")
     return lines
 
 
-def caveat_lines(records: Iterable[dict[str, Any]]) -> list[str]:
-    return [
-        f"{record['name']}: {line}" for record in sorted(records, key=lambda r: r["name"]) for line in caveats(record)
-    ]
+def caveat_lines(records: Iterable[BudgetRecord]) -> list[str]:
+    return [f"{record.name}: {line}" for record in sorted(records, key=lambda r: r.name) for line in caveats(record)]
 
 
-def json_report(records: dict[str, dict[str, Any]], extra: dict[str, Any]) -> str:
-    return json.dumps({**extra, "budgets": records}, indent=2, sort_keys=True)
+def json_report(records: Mapping[str, BudgetRecord], extra: Mapping[str, Any]) -> str:
+    """``--budget-json``: every budget's record, versioned (``report_version``)."""
+    budgets = {name: record.to_dict() for name, record in records.items()}
+    return json.dumps({**extra, "report_version": REPORT_VERSION, "budgets": budgets}, indent=2, sort_keys=True)
 
 
 def write_text(path: Path, text: str, append: bool = False) -> None:

@@ -238,9 +238,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     # A budget that errored has no figures to record: its baseline stays as it was.
     records = (
-        {n: r for n, r in budget_session.records.items() if r["verdict"]["status"] != "error"}
-        if budget_session.update
-        else {}
+        {n: r for n, r in budget_session.records.items() if not r.verdict.errored} if budget_session.update else {}
     )
     remove = budget_session.stale if budget_session.prune else []
     if records or remove:
@@ -350,7 +348,7 @@ def _terminal_summary(terminalreporter: Any, config: pytest.Config, budget_sessi
             red=True,
         )
     if records and config.get_verbosity() < 0:
-        failed = sum(1 for r in records.values() if r["verdict"]["status"] in ("failed", "error"))
+        failed = sum(1 for r in records.values() if r.verdict.failed)
         terminalreporter.write_line(f"{len(records)} budget(s), {failed} failed (the table is shown without -q)")
     elif records:
         columns, _ = _columns(config)

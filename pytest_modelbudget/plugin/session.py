@@ -4,7 +4,7 @@ policy that turns a measurement into pass, fail or a new baseline."""
 from __future__ import annotations
 
 import importlib.metadata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +13,11 @@ import pytest
 from ..budgets.loader import locate
 from ..budgets.schema import BudgetFile, Entry
 from ..errors import BudgetExceeded, BudgetUsageError
-from ..figures import COMPARED, FIGURES, LAYER_FIGURES
-from ..gate.reports import caveats, structure_lines
-from ..gate.verdict import evaluate, failure_message, sharing_changes
+from ..figures import COMPARED, FIGURES, UNUSED_PARAMS
+from ..gate.failure import RecordedBaseline, failure_message
+from ..gate.verdict import evaluate, sharing_changes
 from ..quantities import byte_units, parse_percent
+from ..record import BudgetRecord
 from .marker import BudgetMarker
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class BudgetSession:
     #: checked, stale entries (``--budget-strict``, or CI).
     strict: bool = False
     #: name -> record, filled from test reports (so it works the same under pytest-xdist)
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, BudgetRecord] = field(default_factory=dict)
     collected_ids: set[str] = field(default_factory=set)
     collected_files: set[str] = field(default_factory=set)
     marker_names: set[str] = field(default_factory=set)
@@ -59,7 +60,7 @@ class BudgetSession:
     #: Budget names checked by more than one test: name -> their node ids. Never written.
     conflicts: dict[str, set[str]] = field(default_factory=dict)
     #: ``--budget-compare``: the base report's path and its budgets.
-    compare_base: tuple[str, dict[str, dict[str, Any]]] | None = None
+    compare_base: tuple[str, dict[str, BudgetRecord]] | None = None
 
     # -- hooks: this object is registered as a plugin for the run ----------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -80,13 +81,14 @@ class BudgetSession:
         if report.when == "call":
             for key, value in report.user_properties:
                 if key == RECORD_KEY:
-                    earlier = self.records.get(value["name"])
-                    if earlier is not None and earlier["nodeid"] != value["nodeid"]:
+                    record = BudgetRecord.from_dict(value)
+                    earlier = self.records.get(record.name)
+                    if earlier is not None and earlier.nodeid != record.nodeid:
                         # Under xdist each test ran in its own worker: only here do both meet.
-                        self.conflicts.setdefault(value["name"], {earlier["nodeid"]}).add(value["nodeid"])
+                        self.conflicts.setdefault(record.name, {earlier.nodeid}).add(record.nodeid)
                         continue
                     # The budget's verdict is not the test's: a test can fail its own assert.
-                    self.records[value["name"]] = {**value, "test_outcome": report.outcome}
+                    self.records[record.name] = record.with_outcome(report.outcome)
 
     def pytest_deselected(self, items: list[pytest.Item]) -> None:
         self.deselected += len(items)
@@ -151,42 +153,33 @@ class BudgetSession:
             tolerance,
             self.compared_figures(),
             require_baseline=self.strict and not self.update,
-            names={"unused_params": tuple(stats.unused_params)},
+            names={UNUSED_PARAMS.name: tuple(stats.unused_params)},
         )
-        layers = {
-            layer_name: {
-                "type": layer.type,
-                **{f: getattr(layer, f) for f in LAYER_FIGURES if getattr(layer, f) is not None},
-            }
-            for layer_name, layer in stats.layers.items()
-        }
-        record = {
-            "name": name,
-            "nodeid": item.nodeid,
-            "figures": stats.figures(),
-            "limits": limits,
-            "baseline": baseline.totals()
-            if baseline
-            else (entry.baseline.totals() if entry and entry.baseline else None),
-            "verdict": verdict.to_dict(),
-            "layers": layers,
-            "mode": stats.mode,
-            "execution": stats.execution,
-            "peak_memory_source": stats.peak_memory_source,
-            "parallel": stats.parallel,
-            "peak_memory_split": stats.peak_memory_split,
-            "notes": stats.notes,
-            "uncounted_ops": stats.uncounted_ops,
-            "torch": torch_version(),
-            "shared_params": stats.shared_params,
-            "unused_params": stats.unused_params,
-            "sharing_changes": sharing_changes(baseline.shared_params, stats.shared_params) if baseline else [],
-        }
+        record = BudgetRecord(
+            name=name,
+            nodeid=item.nodeid,
+            figures=stats.figures(),
+            limits=limits,
+            baseline=entry.baseline.totals() if entry and entry.baseline else None,
+            verdict=verdict,
+            layers=stats.layer_figures(),
+            mode=stats.mode,
+            execution=stats.execution,
+            peak_memory_source=stats.peak_memory_source,
+            parallel=stats.parallel,
+            peak_memory_split=stats.peak_memory_split,
+            notes=tuple(stats.notes),
+            uncounted_ops=stats.uncounted_ops,
+            torch=torch_version(),
+            shared_params=tuple(tuple(group) for group in stats.shared_params),
+            unused_params=tuple(stats.unused_params),
+            sharing_changes=tuple(sharing_changes(baseline.shared_params, stats.shared_params) if baseline else ()),
+        )
         earlier = self.records.get(name)
-        if earlier is not None and earlier["nodeid"] != item.nodeid:
-            self.conflicts.setdefault(name, {earlier["nodeid"]}).add(item.nodeid)
+        if earlier is not None and earlier.nodeid != item.nodeid:
+            self.conflicts.setdefault(name, {earlier.nodeid}).add(item.nodeid)
             raise BudgetUsageError(
-                f"{item.nodeid}: budget {name!r} is also checked by {earlier['nodeid']}: one name, one "
+                f"{item.nodeid}: budget {name!r} is also checked by {earlier.nodeid}: one name, one "
                 "budget; give each model its own name=..."
             )
         if any(key == RECORD_KEY and value["name"] == name for key, value in item.user_properties):
@@ -194,27 +187,28 @@ class BudgetSession:
                 f"{item.nodeid}: budget {name!r} was checked twice in one test; pass name=... to "
                 "model_budget.check() for each model"
             )
-        message = None
         if verdict.failed:
-            baseline_layers = None
+            recorded = None
             if baseline:
-                # The root's line is the totals: what is left of them after the children is the
-                # code of the model's own forward.
-                baseline_layers = {"": {f: v for f, v in baseline.totals().items() if f in LAYER_FIGURES}}
-                baseline_layers.update({n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()})
-            notes = [
-                *structure_lines(record),
-                *(provenance_notes(baseline, stats) if baseline else []),
-                *caveats(record),
-            ]
+                recorded = RecordedBaseline(
+                    totals=baseline.totals(),
+                    layers={n: layer.model_dump(exclude_none=True) for n, layer in baseline.layers.items()},
+                    peak_memory_source=baseline.peak_memory_source,
+                    torch=baseline.torch,
+                )
             with byte_units(self.file.settings.units):
                 message = failure_message(
-                    verdict, layers, baseline_layers, self.config.get_verbosity(), memory_source(stats), notes
+                    record,
+                    recorded,
+                    verbose=self.config.get_verbosity(),
+                    memory_assumptions=stats.peak_memory_approximations,
                 )
-            record["failure"] = message  # the Markdown report shows it under the budget's row
-        item.user_properties.append((RECORD_KEY, record))
-        if message is not None:
-            raise BudgetExceeded(message)
+            # The Markdown report shows it under the budget's row.
+            record = replace(record, failure=message)
+        # A dict: under xdist it travels to the controller through execnet.
+        item.user_properties.append((RECORD_KEY, record.to_dict()))
+        if record.failure is not None:
+            raise BudgetExceeded(record.failure)
 
     # -- end of run -----------------------------------------------------------------------------------
     def stale_entries(self) -> list[str]:
@@ -265,48 +259,8 @@ def parse_tolerance_option(value: str, source: str) -> float:
         raise pytest.UsageError(f"{source}: {exc}") from None
 
 
-def provenance_notes(baseline: Any, stats: ModelStats) -> list[str]:
-    """Where the baseline and this run were not obtained alike, so figures may differ for that
-    alone: peak memory measured on one side and estimated on the other, another torch."""
-    notes = []
-    recorded = baseline.peak_memory_source
-    if recorded and stats.peak_memory_source and recorded != stats.peak_memory_source:
-        words = {"cuda": "measured on CUDA", "estimate": "estimated"}
-        notes.append(
-            f"the baseline's peak_memory was {words[recorded]}, this run's is {words[stats.peak_memory_source]}: "
-            "they differ by the estimate's error (docs/MEMORY.md)"
-        )
-    now = torch_version()
-    if baseline.torch and _minor(baseline.torch) != _minor(now):
-        notes.append(f"the baseline was recorded with torch {baseline.torch}, this run uses torch {now}")
-    return notes
-
-
-def _minor(version: str) -> str:
-    return ".".join(version.split("+")[0].split(".")[:2])
-
-
-def memory_source(stats: ModelStats) -> str | None:
-    """How ``peak_memory`` was obtained, in words, for a failure message."""
-    if stats.peak_memory_source == "cuda":
-        return "measured on CUDA"
-    if stats.peak_memory_source == "estimate":
-        return "estimate; " + "; ".join(stats.peak_memory_approximations)
-    return None
-
-
-def errored_record(name: str, report: pytest.TestReport) -> dict[str, Any]:
+def errored_record(name: str, report: pytest.TestReport) -> BudgetRecord:
     crash = getattr(report.longrepr, "reprcrash", None)
     message = crash.message if crash is not None else str(report.longrepr)
     first_line = next((line for line in message.splitlines() if line.strip()), "errored")
-    return {
-        "name": name,
-        "nodeid": report.nodeid,
-        "figures": {},
-        "limits": {},
-        "baseline": None,
-        "verdict": {"status": "error", "tolerance": None, "checks": [], "problems": [first_line]},
-        "layers": {},
-        "test_outcome": report.outcome,
-        "error": first_line,
-    }
+    return BudgetRecord.errored(name, report.nodeid, report.outcome, first_line)

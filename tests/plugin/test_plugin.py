@@ -533,46 +533,6 @@ def test_the_table_chooses_its_columns_and_hides_under_q(project):
     result.stderr.fnmatch_lines(["*--budget-columns: unknown figure 'macks'*"])
 
 
-def test_on_a_narrow_terminal_flops_and_bytes_make_room_first():
-    from pytest_modelbudget.gate.reports import terminal_table
-
-    record = {
-        "name": "tests/test_models.py::test_a_long_budget_name",
-        "figures": {"params": 15130, "bytes": 61440, "macs": 2212480, "flops": 4515072, "peak_memory": 211456},
-        "limits": {"macs": 2_500_000},
-        "baseline": None,
-        "verdict": {"status": "passed", "checks": []},
-    }
-    wide = terminal_table([record])
-    assert "flops" in wide.splitlines()[0]
-    narrow = terminal_table([record], width=110)
-    assert all(len(line) <= 110 for line in narrow.splitlines())
-    assert narrow.splitlines()[0].split()[1:4] == ["params", "macs", "peak_memory"]
-
-
-def test_the_vs_baseline_column_follows_one_figure_and_the_limit_column_never_rounds_to_100():
-    from pytest_modelbudget.gate.reports import terminal_table
-
-    def record(name, params, macs, limit=None):
-        return {
-            "name": name,
-            "figures": {"params": params, "macs": macs},
-            "limits": {"params": limit} if limit else {},
-            "baseline": {"params": 100, "macs": 100},
-            "verdict": {"status": "passed", "checks": []},
-        }
-
-    lines = terminal_table(
-        [record("a", 110, 100, 110), record("b", 100, 120), record("c", 100, 100, 99_990)], ["params"]
-    ).splitlines()
-    assert "vs baseline (params)" in lines[0]
-    assert lines[2].split()[-2:] == ["+10.0%", "passed"]  # the column's figure: no name repeated
-    assert lines[3].split()[-3:] == ["+20.0%", "macs", "passed"]  # another figure moved: it is named
-    assert lines[4].split()[-2:] == ["=", "passed"]
-    just_over = terminal_table([{**record("z", 125_030_000, 100), "limits": {"params": 125_000_000}}], ["params"])
-    assert "100.02% params" in just_over
-
-
 def test_a_memory_traffic_limit_fails_and_passes(pytester):
     # nn.Linear(1000, 1000) on 8 x 1000 moves 4,068,000 B: x, W and b read, y written (fp32).
     pytester.makepyfile(
