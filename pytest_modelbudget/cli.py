@@ -16,6 +16,7 @@ from .factories import FactoryError, load_callable
 from .figures import ROOFLINE_TIME
 from .gate.render import DEFAULT_TREE, TREE_COLUMNS
 from .gpus import GPUS
+from .options import AUTOCAST, MODE, OUTPUTS, resolve
 
 
 def _shape(text: str) -> list[int]:
@@ -82,8 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mode",
-        choices=("inference", "training"),
-        default="inference",
+        choices=MODE.choices,
         help="inference: forward under no_grad (default); training: forward, backward of the summed outputs",
     )
     parser.add_argument(
@@ -93,13 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--outputs",
-        choices=("kept", "released"),
-        default="kept",
+        choices=OUTPUTS.choices,
         help="training: the forward's outputs held through backward (default) or released before it",
     )
-    parser.add_argument(
-        "--autocast", choices=("float16", "bfloat16"), help="run the step under torch.autocast to this dtype"
-    )
+    parser.add_argument("--autocast", choices=AUTOCAST.choices, help="run the step under torch.autocast to this dtype")
     parser.add_argument(
         "--gpu",
         default=None,
@@ -188,7 +185,6 @@ def _measure(args: argparse.Namespace) -> Any:
         input_size = args.input_size[0] if len(args.input_size) == 1 else args.input_size
     if inputs is None and input_size is None:
         inputs = built.inputs
-    autocast = getattr(torch, args.autocast) if args.autocast else None
     parallel = None
     if args.world_size is not None:
         parallel = {
@@ -202,17 +198,19 @@ def _measure(args: argparse.Namespace) -> Any:
             parallel["tp_size"] = args.tp_size
     elif args.activation_checkpointing or args.param_dtype:
         raise FactoryError("--activation-checkpointing and --param-dtype apply to a sharded step: add --world-size N")
+    given = {"mode": args.mode, "outputs": args.outputs, "device": args.device, "gpu": args.gpu, "parallel": parallel}
+    chosen = resolve({"argument": {**given, "autocast": args.autocast}})
     stats = measure(
         built.model,
         inputs,
         input_size=input_size,
         dtype=dtype,
-        mode=args.mode,
-        device=args.device,
-        autocast=autocast,
-        outputs=args.outputs,
-        parallel=parallel,
-        gpu=args.gpu,
+        mode=chosen["mode"],
+        device=chosen["device"],
+        autocast=getattr(torch, chosen["autocast"]) if chosen["autocast"] else None,
+        outputs=chosen["outputs"],
+        parallel=chosen["parallel"],
+        gpu=chosen["gpu"],
     )
     return stats
 

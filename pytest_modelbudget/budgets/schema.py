@@ -23,6 +23,7 @@ from ..factories import is_model_spec
 from ..figures import FIGURES, LAYER_FIGURES
 from ..gpus import DTYPES as GPU_DTYPES
 from ..gpus import GPUS, Gpu
+from ..options import AUTOCAST, MODE, OPTIONS, OUTPUTS
 from ..quantities import Kind, QuantityError, parse_bandwidth, parse_percent, parse_quantity
 
 
@@ -66,7 +67,9 @@ def parse_tolerance(value: Any) -> float | dict[str, float]:
 
 Tolerance = Annotated[float | dict[str, float], BeforeValidator(parse_tolerance)]
 FigureName = Literal[tuple(FIGURES)]  # type: ignore[valid-type]
-Mode = Literal["inference", "training"]
+Mode = Literal[MODE.choices]  # type: ignore[valid-type]
+Outputs = Literal[OUTPUTS.choices]  # type: ignore[valid-type]
+Autocast = Literal[AUTOCAST.choices]  # type: ignore[valid-type]
 
 
 class _Strict(BaseModel):
@@ -150,8 +153,8 @@ class Entry(_Strict):
     meta: bool | None = None
     mode: Mode | None = None
     #: Training: the forward's outputs "kept" through backward (default) or "released" before it.
-    outputs: Literal["kept", "released"] | None = None
-    autocast: Literal["float16", "bfloat16"] | None = None
+    outputs: Outputs | None = None
+    autocast: Autocast | None = None
     #: One rank of a sharded step: peak_memory is that rank's.
     parallel: ParallelSpec | None = None
     #: The GPU of this budget's ``roofline_time`` (default: ``[settings] gpu``).
@@ -171,6 +174,12 @@ class Entry(_Strict):
         if self.optimizer_kwargs and not self.optimizer:
             raise ValueError('optimizer_kwargs without an optimizer: add optimizer = "torch.optim:AdamW" (or another)')
         return self
+
+    def options(self) -> dict[str, Any]:
+        """The measurement options this entry writes, for ``options.resolve``."""
+        values = {name: getattr(self, name) for name, option in OPTIONS.items() if "entry" in option.levels}
+        values["parallel"] = self.parallel.model_dump(exclude_none=True) if self.parallel else None
+        return values
 
     @property
     def factory_kwargs(self) -> dict[str, Any]:
@@ -259,6 +268,10 @@ class Settings(_Strict):
         if value is not None and value not in GPUS and value not in own:
             raise ValueError(f"unknown GPU {value!r}; expected one of {', '.join([*GPUS, *own])}")
         return value
+
+    def options(self) -> dict[str, Any]:
+        """The measurement options ``[settings]`` writes, for ``options.resolve``."""
+        return {name: getattr(self, name) for name, option in OPTIONS.items() if "settings" in option.levels}
 
     def gpu_named(self, name: str | None) -> Gpu | None:
         if name is None:

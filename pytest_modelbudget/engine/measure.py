@@ -26,7 +26,9 @@ from torch.nn.parameter import is_lazy
 
 from ..errors import MeasureError
 from ..gpus import GPUS, Gpu
+from ..options import AUTOCAST, MODE, OUTPUTS
 from ..stats import ModelStats
+from .assembly import assemble_stats
 from .inputs import call_arguments, size_tables_unknown
 from .inventory import TensorInventory
 from .parallel import Parallel
@@ -36,9 +38,7 @@ from .target import MemoryTarget
 from .tracking import ValuesUnknown
 from .wrappers import unwrap
 
-MODES = ("inference", "training")
-OUTPUTS = ("kept", "released")
-AUTOCAST_DTYPES = (torch.float16, torch.bfloat16)
+AUTOCAST_DTYPES = tuple(getattr(torch, name) for name in AUTOCAST.choices)
 
 
 def measure(
@@ -90,12 +90,12 @@ def measure(
         raise MeasureError(
             f"measure() takes a torch.nn.Module, found {type(model).__module__}.{type(model).__qualname__}"
         )
-    if mode not in MODES:
-        raise MeasureError(f"mode must be one of {', '.join(map(repr, MODES))}, found {mode!r}")
+    if mode not in MODE.choices:
+        raise MeasureError(f"mode must be one of {', '.join(map(repr, MODE.choices))}, found {mode!r}")
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise MeasureError(f"dtype must be a torch.dtype such as torch.float16, found {dtype!r}")
-    if outputs not in OUTPUTS:
-        raise MeasureError(f"outputs must be one of {', '.join(map(repr, OUTPUTS))}, found {outputs!r}")
+    if outputs not in OUTPUTS.choices:
+        raise MeasureError(f"outputs must be one of {', '.join(map(repr, OUTPUTS.choices))}, found {outputs!r}")
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise MeasureError(f"autocast must be torch.float16 or torch.bfloat16, found {autocast!r}")
     if kwargs is not None:
@@ -164,7 +164,7 @@ def measure(
     memory = step.memory(watched, execution)
     if target.exact is not None:
         memory.exact = run_cuda(step, tensors, target.exact)
-    return tensors.stats(model, watched.counter, memory, mode=mode, execution=execution, notes=notes)
+    return assemble_stats(tensors, model, watched.counter, memory, mode=mode, execution=execution, notes=notes)
 
 
 def _gpu(gpu: str | Gpu | None) -> Gpu | None:
@@ -198,7 +198,7 @@ def _sharded_stats(
     memory.approximations.insert(0, f"one rank of {sharding.describe()}")
     if step.target.exact is not None:
         notes.append("peak_memory of a sharded step is estimated (one rank simulated), not measured on CUDA")
-    stats = tensors.stats(model, watched.counter, memory, mode=step.mode, execution="fake", notes=notes)
+    stats = assemble_stats(tensors, model, watched.counter, memory, mode=step.mode, execution="fake", notes=notes)
     stats.peak_memory_split = split
     stats.parallel = {
         field: (

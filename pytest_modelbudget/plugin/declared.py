@@ -10,6 +10,7 @@ import pytest
 from ..budgets.schema import Entry
 from ..errors import BudgetExceeded, ModelBudgetError
 from ..factories import FactoryError, load_callable
+from ..options import resolve
 from .session import SESSION_KEY
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class DeclaredModel(pytest.Item):
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         model = built.model
+        chosen = resolve({"entry": entry.options(), "settings": session.file.settings.options()})
         if inputs is None and entry.input_size is None:
             inputs = built.inputs
         try:
@@ -87,14 +89,14 @@ class DeclaredModel(pytest.Item):
                 input_size=entry.input_size,
                 dtype=dtype,
                 forward_kwargs=dict(entry.forward_kwargs) or None,
-                mode=entry.mode or "inference",
+                mode=chosen["mode"],
                 loss_fn=loss_fn,
                 optimizer=optimizer,
-                device=entry.device or session.file.settings.device,
-                autocast=getattr(torch, entry.autocast) if entry.autocast else None,
-                outputs=entry.outputs or "kept",
-                parallel=entry.parallel.model_dump(exclude_none=True) if entry.parallel else None,
-                gpu=session.file.settings.gpu_named(entry.gpu or session.file.settings.gpu),
+                device=chosen["device"],
+                autocast=getattr(torch, chosen["autocast"]) if chosen["autocast"] else None,
+                outputs=chosen["outputs"],
+                parallel=chosen["parallel"],
+                gpu=session.file.settings.gpu_named(chosen["gpu"]),
             )
         except ModelBudgetError as exc:
             raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc

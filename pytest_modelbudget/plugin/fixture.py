@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..errors import BudgetUsageError
+from ..gpus import GPUS
+from ..options import OPTIONS, resolve
 from .marker import BudgetMarker
 
 if TYPE_CHECKING:
     import torch
 
+    from ..budgets.schema import Entry
     from ..stats import ModelStats
     from .session import BudgetSession
 
@@ -49,76 +52,87 @@ class ModelBudget:
         parallel: Any = None,
         gpu: Any = None,
     ) -> ModelStats:
-        """:func:`pytest_modelbudget.measure`, with ``mode``, ``outputs`` and ``parallel`` from
-        the marker and ``device`` from ``[settings]`` when not given."""
+        """:func:`pytest_modelbudget.measure`; the options not given (``mode``, ``outputs``,
+        ``parallel``, ``gpu``, ``device``) come from the marker, then ``[settings]``."""
         __tracebackhide__ = True
-        from ..engine import measure
-
-        return measure(
+        given = {
+            "mode": mode,
+            "outputs": outputs,
+            "device": device,
+            "gpu": gpu,
+            "parallel": parallel,
+            "autocast": autocast,
+        }
+        return self._measure(
             model,
             inputs,
+            self._options(given, entry=None),
             input_size=input_size,
             dtype=dtype,
             forward_kwargs=forward_kwargs,
             kwargs=kwargs,
-            mode=mode or (self._marker.mode if self._marker else None) or "inference",
-            device=device or self._session.file.settings.device,
             loss_fn=loss_fn,
             optimizer=optimizer,
-            autocast=autocast,
-            outputs=outputs or (self._marker.outputs if self._marker else None) or "kept",
-            parallel=parallel if parallel is not None else (self._marker.parallel if self._marker else None),
-            gpu=self._gpu(gpu),
         )
-
-    def _gpu(self, gpu: Any) -> Any:
-        """The GPU of ``roofline_time``: the argument, else the marker's, else [settings]'; a
-        name is looked up among the budget file's GPUs, then the built-in ones."""
-        chosen = gpu if gpu is not None else (self._marker.gpu if self._marker and self._marker.gpu else None)
-        if chosen is None:
-            chosen = self._session.file.settings.gpu
-        if isinstance(chosen, str):
-            named = self._session.file.settings.gpu_named(chosen)
-            if named is None:
-                from ..gpus import GPUS
-
-                raise BudgetUsageError(
-                    f"{self._item.nodeid}: gpu {chosen!r} is not a known GPU; expected one of "
-                    f"{', '.join([*GPUS, *self._session.file.settings.gpus])} or one in [settings.gpus]"
-                )
-            return named
-        return chosen
 
     def check(
         self, model: torch.nn.Module, inputs: Any = None, *, name: str | None = None, **options: Any
     ) -> ModelStats:
         """Measure (``options`` as for :meth:`measure`) and hold the figures to the marker's
-        limits, the ``budgets.toml`` entry ``name`` (default: the test's node id) and its baseline."""
+        limits, the ``budgets.toml`` entry ``name`` (default: the test's node id) and its baseline.
+        An option not given comes from the marker, then the entry, then ``[settings]``."""
         __tracebackhide__ = True
         budget_name = name or (self._marker.name if self._marker else None) or self._item.nodeid
         if not isinstance(budget_name, str):
             raise BudgetUsageError(f"model_budget.check(name=...) takes a string, found {name!r}")
         entry = self._session.file.budgets.get(budget_name)
-        if not options.get("mode"):
-            options["mode"] = (self._marker.mode if self._marker else None) or (entry.mode if entry else None)
-        if not options.get("outputs"):
-            options["outputs"] = (self._marker.outputs if self._marker else None) or (entry.outputs if entry else None)
-        if options.get("device") is None and entry and entry.device:
-            options["device"] = entry.device
-        if options.get("gpu") is None and not (self._marker and self._marker.gpu) and entry and entry.gpu:
-            options["gpu"] = entry.gpu
-        if (
-            options.get("parallel") is None
-            and not (self._marker and self._marker.parallel)
-            and entry
-            and entry.parallel
-        ):
-            options["parallel"] = entry.parallel.model_dump(exclude_none=True)
+        given = {key: options.pop(key) for key in OPTIONS if key in options}
         try:
-            stats = self.measure(model, inputs, **options)
+            stats = self._measure(model, inputs, self._options(given, entry), **options)
         except TypeError as exc:
             if "unexpected keyword argument" not in str(exc):
                 raise
             raise BudgetUsageError(f"model_budget.check(): {exc.args[0].partition('() ')[2]}") from None
         self._session.check(self._item, stats, name=budget_name, marker=self._marker)
         return stats
+
+    def _options(self, given: dict[str, Any], entry: Entry | None) -> dict[str, Any]:
+        return resolve(
+            {
+                "argument": given,
+                "marker": self._marker.options() if self._marker else None,
+                "entry": entry.options() if entry else None,
+                "settings": self._session.file.settings.options(),
+            }
+        )
+
+    def _measure(self, model: Any, inputs: Any, chosen: dict[str, Any], **rest: Any) -> ModelStats:
+        __tracebackhide__ = True
+        import torch
+
+        from ..engine import measure
+
+        autocast = chosen["autocast"]
+        return measure(
+            model,
+            inputs,
+            mode=chosen["mode"],
+            outputs=chosen["outputs"],
+            device=chosen["device"],
+            parallel=chosen["parallel"],
+            autocast=getattr(torch, autocast) if isinstance(autocast, str) else autocast,
+            gpu=self._gpu(chosen["gpu"]),
+            **rest,
+        )
+
+    def _gpu(self, chosen: Any) -> Any:
+        """A GPU's name is looked up among the budget file's GPUs, then the built-in ones."""
+        if not isinstance(chosen, str):
+            return chosen
+        named = self._session.file.settings.gpu_named(chosen)
+        if named is None:
+            raise BudgetUsageError(
+                f"{self._item.nodeid}: gpu {chosen!r} is not a known GPU; expected one of "
+                f"{', '.join([*GPUS, *self._session.file.settings.gpus])} or one in [settings.gpus]"
+            )
+        return named

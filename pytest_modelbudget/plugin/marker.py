@@ -8,12 +8,9 @@ from typing import Any
 
 from ..budgets.schema import parse_tolerance
 from ..errors import BudgetUsageError
+from ..options import MARKER_KEYS, MARKER_OPTIONS, OPTIONS, check_choice
 from ..quantities import QuantityError, parse_quantity
 from ..stats import FIGURES
-
-OPTIONS = ("tolerance", "name", "mode", "outputs", "parallel", "gpu")
-OUTPUTS = ("kept", "released")
-MODES = ("inference", "training")
 
 
 @dataclass(frozen=True)
@@ -42,10 +39,10 @@ class BudgetMarker:
                     limits[key] = parse_quantity(value, FIGURES[key])
                 except QuantityError as exc:
                     raise BudgetUsageError(f"budget marker: {key}={value!r}: {exc}") from None
-            elif key not in OPTIONS:
+            elif key not in MARKER_KEYS:
                 raise BudgetUsageError(
                     f"budget marker: unknown key {key!r}; expected a figure ({', '.join(FIGURES)}) "
-                    f"or an option ({', '.join(OPTIONS)})"
+                    f"or an option ({', '.join(MARKER_KEYS)})"
                 )
         tolerance = kwargs.get("tolerance")
         if tolerance is not None:
@@ -53,12 +50,10 @@ class BudgetMarker:
                 tolerance = parse_tolerance(tolerance)
             except ValueError as exc:  # QuantityError is one
                 raise BudgetUsageError(f"budget marker: tolerance={kwargs['tolerance']!r}: {exc}") from None
-        mode = kwargs.get("mode")
-        if mode is not None and mode not in MODES:
-            raise BudgetUsageError(f"budget marker: mode={mode!r}; expected one of {', '.join(MODES)}")
-        outputs = kwargs.get("outputs")
-        if outputs is not None and outputs not in OUTPUTS:
-            raise BudgetUsageError(f"budget marker: outputs={outputs!r}; expected one of {', '.join(OUTPUTS)}")
+        for option in OPTIONS.values():
+            problem = check_choice(option, kwargs.get(option.name))
+            if problem:
+                raise BudgetUsageError(f"budget marker: {problem}")
         name = kwargs.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             raise BudgetUsageError(f"budget marker: name={name!r}; expected a non-empty string")
@@ -78,5 +73,15 @@ class BudgetMarker:
         if gpu is not None and (not isinstance(gpu, str) or not gpu):
             raise BudgetUsageError(f'budget marker: gpu={gpu!r}; expected a GPU\'s name such as "h100-sxm"')
         return cls(
-            limits=limits, tolerance=tolerance, name=name, mode=mode, outputs=outputs, parallel=parallel, gpu=gpu
+            limits=limits,
+            tolerance=tolerance,
+            name=name,
+            mode=kwargs.get("mode"),
+            outputs=kwargs.get("outputs"),
+            parallel=parallel,
+            gpu=gpu,
         )
+
+    def options(self) -> dict[str, Any]:
+        """The measurement options it sets, for ``options.resolve``."""
+        return {name: getattr(self, name) for name in MARKER_OPTIONS}

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from ..options import MARKER_KEYS
+
 DEFAULT_FILE = "budgets.toml"
 
 MARKER_HELP = (
-    "budget(**limits, tolerance=None, name=None, mode=None, outputs=None, parallel=None, gpu=None): hold the models this test checks "
-    'with the model_budget fixture to these limits, e.g. budget(params="12M", macs="1.9G")'
+    f"budget(**limits, {', '.join(f'{key}=None' for key in MARKER_KEYS)}): hold the models "
+    'this test checks with the model_budget fixture to these limits, e.g. budget(params="12M", macs="1.9G")'
 )
 
 

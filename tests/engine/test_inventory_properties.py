@@ -9,7 +9,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pytest_modelbudget.engine.inventory import _covered_bytes  # noqa: E402
+from pytest_modelbudget.engine.assembly import covered_bytes  # noqa: E402
 
 spans = st.lists(
     st.tuples(st.integers(0, 3), st.integers(0, 64), st.integers(0, 64)).map(
@@ -22,4 +22,4 @@ spans = st.lists(
 @given(spans)
 def test_covered_bytes_is_the_union_of_each_storages_ranges(ranges):
     covered = {(storage, byte) for storage, start, end in ranges for byte in range(start, end)}
-    assert _covered_bytes(ranges) == len(covered)
+    assert covered_bytes(ranges) == len(covered)
