@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
+
+#: The closed sets of values, as types the schema and the engine's signatures use.
+ModeName = Literal["inference", "training"]
+OutputsName = Literal["kept", "released"]
+AutocastName = Literal["float16", "bfloat16"]
 
 #: Where an option can be written, first wins.
 LEVELS = ("argument", "marker", "entry", "settings")
@@ -32,17 +37,17 @@ MODE = Option(
     "mode",
     LEVELS[:3],
     "inference",
-    ("inference", "training"),
+    get_args(ModeName),
     "inference: forward under no_grad; training: forward, backward and, with an optimizer, its step",
 )
 OUTPUTS = Option(
     "outputs",
     LEVELS[:3],
     "kept",
-    ("kept", "released"),
+    get_args(OutputsName),
     "training: the forward's outputs held through backward (kept) or released before it",
 )
-AUTOCAST = Option("autocast", ("argument", "entry"), None, ("float16", "bfloat16"), "run the step under torch.autocast")
+AUTOCAST = Option("autocast", ("argument", "entry"), None, get_args(AutocastName), "run the step under torch.autocast")
 DEVICE = Option(
     "device",
     ("argument", "entry", "settings"),

@@ -5,7 +5,7 @@ follow the table of figures (``figures.py``)."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -23,7 +23,7 @@ from ..factories import is_model_spec
 from ..figures import FIGURES, LAYER_FIGURES
 from ..gpus import DTYPES as GPU_DTYPES
 from ..gpus import GPUS, Gpu
-from ..options import AUTOCAST, MODE, OPTIONS, OUTPUTS
+from ..options import OPTIONS, AutocastName, ModeName, OutputsName
 from ..quantities import Kind, QuantityError, parse_bandwidth, parse_percent, parse_quantity
 
 
@@ -66,10 +66,10 @@ def parse_tolerance(value: Any) -> float | dict[str, float]:
 
 
 Tolerance = Annotated[float | dict[str, float], BeforeValidator(parse_tolerance)]
-FigureName = Literal[tuple(FIGURES)]  # type: ignore[valid-type]
-Mode = Literal[MODE.choices]  # type: ignore[valid-type]
-Outputs = Literal[OUTPUTS.choices]  # type: ignore[valid-type]
-Autocast = Literal[AUTOCAST.choices]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    FigureName = str
+else:  # a Literal built from the table: pydantic lists the figures when one is misspelt
+    FigureName = Literal[tuple(FIGURES)]
 
 
 class _Strict(BaseModel):
@@ -89,15 +89,19 @@ class _Limits(_Strict):
 
 
 #: A limit is an integer or a human quantity of the figure's kind ("12M", "300MB").
-Limits = create_model("Limits", __base__=_Limits, **_figure_fields(FIGURES, lambda name: _quantity(FIGURES[name])))
-
-LayerBaseline = create_model("LayerBaseline", __base__=_Strict, **_figure_fields(LAYER_FIGURES, lambda _: int))
+# Models built from the table of figures; to a type checker, their bases.
+if TYPE_CHECKING:
+    Limits = _Limits
+    LayerBaseline = _Strict
+else:
+    Limits = create_model("Limits", __base__=_Limits, **_figure_fields(FIGURES, lambda name: _quantity(FIGURES[name])))
+    LayerBaseline = create_model("LayerBaseline", __base__=_Strict, **_figure_fields(LAYER_FIGURES, lambda _: int))
 
 
 class _Baseline(_Strict):
     """Figures recorded by ``--update-budgets``: totals, then one inline table per layer."""
 
-    layers: dict[str, LayerBaseline] = Field(default_factory=dict)  # type: ignore[valid-type]
+    layers: dict[str, LayerBaseline] = Field(default_factory=dict)
     #: How the recorded peak_memory was obtained: "cuda" (measured) or "estimate".
     peak_memory_source: Literal["cuda", "estimate"] | None = None
     #: The torch version the baseline was recorded with: figures may move between versions.
@@ -110,7 +114,10 @@ class _Baseline(_Strict):
         return {name: getattr(self, name) for name in FIGURES if getattr(self, name) is not None}
 
 
-Baseline = create_model("Baseline", __base__=_Baseline, **_figure_fields(FIGURES, lambda _: int))
+if TYPE_CHECKING:
+    Baseline = _Baseline
+else:
+    Baseline = create_model("Baseline", __base__=_Baseline, **_figure_fields(FIGURES, lambda _: int))
 
 
 class ParallelSpec(_Strict):
@@ -151,10 +158,10 @@ class Entry(_Strict):
     dtype: str | None = None
     #: Build the model on the meta device. Default: yes for a model spec, no for a factory.
     meta: bool | None = None
-    mode: Mode | None = None
+    mode: ModeName | None = None
     #: Training: the forward's outputs "kept" through backward (default) or "released" before it.
-    outputs: Outputs | None = None
-    autocast: Autocast | None = None
+    outputs: OutputsName | None = None
+    autocast: AutocastName | None = None
     #: One rank of a sharded step: peak_memory is that rank's.
     parallel: ParallelSpec | None = None
     #: The GPU of this budget's ``roofline_time`` (default: ``[settings] gpu``).

@@ -123,9 +123,9 @@ def _write_baseline(entry: Table, record: BudgetRecord) -> None:
         if value is not None and baseline.get(figure) != value:
             baseline[figure] = _integer(value)
     # Beside the figures: how peak_memory was obtained, and with which torch.
-    for key, value in (("peak_memory_source", record.peak_memory_source), ("torch", record.torch)):
-        if value is not None and baseline.get(key) != value:
-            baseline[key] = value
+    for key, written in (("peak_memory_source", record.peak_memory_source), ("torch", record.torch)):
+        if written is not None and baseline.get(key) != written:
+            baseline[key] = written
     shared = [list(group) for group in record.shared_params]
     if shared and baseline.get("shared_params") != shared:
         baseline["shared_params"] = shared

@@ -143,8 +143,8 @@ def _byte_range(tensor: torch.Tensor) -> tuple[int, int, int] | None:
     storage = storage_key(tensor)
     if storage is None:
         return None
-    start = tensor.storage_offset() * tensor.element_size()
-    return storage, start, start + tensor.numel() * tensor.element_size()
+    start = int(tensor.storage_offset()) * tensor.element_size()
+    return storage, start, start + int(tensor.numel()) * tensor.element_size()
 
 
 def covered_bytes(spans: list[tuple[int, int, int]]) -> int:

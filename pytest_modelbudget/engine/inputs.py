@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils._pytree import tree_map_only
@@ -77,7 +77,7 @@ def tensors_from_size(
             f"input_size must be a shape such as (1, 3, 224, 224) or a list of shapes, found {input_size!r}"
         )
     device, model_dtype = model_device_and_dtype(model)
-    return tuple(RandomInput(tuple(shape), dtype or model_dtype, device) for shape in shapes)
+    return tuple(RandomInput(tuple(cast(Sequence[int], shape)), dtype or model_dtype, device) for shape in shapes)
 
 
 def call_arguments(

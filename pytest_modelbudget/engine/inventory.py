@@ -4,6 +4,7 @@ what they take in memory. ``assembly.py`` turns them and a run into ``ModelStats
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
@@ -50,8 +51,9 @@ def packed_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]
     (``torch.ao.nn.quantized``: ``_packed_params``), named after the module that holds them."""
     for prefix, module in model.named_modules():
         for value in vars(module).values():
-            if isinstance(value, torch.ScriptObject) and value._has_method("unpack"):
-                unpacked = value.unpack()
+            script: Any = value  # TorchScript objects' methods are not in torch's stubs
+            if isinstance(value, torch.ScriptObject) and script._has_method("unpack"):
+                unpacked = script.unpack()
                 tensors = unpacked if isinstance(unpacked, (tuple, list)) else (unpacked,)
                 for role, tensor in zip(("weight", "bias"), tensors):
                     if isinstance(tensor, torch.Tensor):

@@ -174,7 +174,7 @@ def following_resizes(ledger: MemoryLedger) -> Iterator[None]:
         ledger.resized(storage)
         return result
 
-    torch.UntypedStorage.resize_ = resize_  # type: ignore[method-assign]
+    torch.UntypedStorage.resize_ = resize_  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:

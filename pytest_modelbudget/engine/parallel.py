@@ -255,9 +255,7 @@ def _checkpointed(module: torch.nn.Module) -> None:
     from torch.utils.checkpoint import checkpoint
 
     forward = module.forward
-    module.forward = functools.partial(  # type: ignore[method-assign]
-        checkpoint, forward, use_reentrant=False, context_fn=_same_function_modes
-    )
+    module.forward = functools.partial(checkpoint, forward, use_reentrant=False, context_fn=_same_function_modes)
 
 
 def _same_function_modes() -> tuple[Any, Any]:

@@ -256,7 +256,7 @@ _SCALARS = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.
 
 
 def _meta_key(values: Any) -> tuple:
-    key = []
+    key: list[tuple[Any, ...]] = []
     for value in values:
         if isinstance(value, torch.Tensor):
             if not (isinstance(value, FakeTensor) or value.is_meta) or value.is_quantized or value.is_sparse:

@@ -15,8 +15,8 @@ snapshot: whatever ``forward`` assigned or added (a cache, a counter, weight nor
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, cast
 
 import torch
 
@@ -38,7 +38,7 @@ class Slots(Protocol):
 class StandIns:
     """One stand-in per unique tensor of the model, made by ``convert``."""
 
-    def __init__(self, model: torch.nn.Module, params: dict[str, torch.Tensor], convert: Convert) -> None:
+    def __init__(self, model: torch.nn.Module, params: Mapping[str, torch.Tensor], convert: Convert) -> None:
         self.model = model
         self.modules = list(model.modules())  # each module once, whatever its names
         self._by_id: dict[int, torch.Tensor] = {}
@@ -72,7 +72,7 @@ class StandIns:
         ]
         try:
             for module in self.modules:
-                for slots in (module._parameters, module._buffers):
+                for slots in cast("tuple[dict[str, Any], ...]", (module._parameters, module._buffers)):
                     for key, tensor in slots.items():
                         if tensor is not None:
                             slots[key] = self._by_id[id(tensor)]
@@ -81,12 +81,13 @@ class StandIns:
             yield
         finally:
             for module, attributes, parameters, buffers, submodules in saved:
-                for current, before in (
+                pairs: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = (
                     (module._parameters, parameters),
                     (module._buffers, buffers),
                     (module._modules, submodules),
                     (module.__dict__, attributes),
-                ):
+                )
+                for current, before in pairs:
                     if not isinstance(current, dict):  # a TorchScript module's slots: no clear()
                         for key, value in before.items():
                             current[key] = value

@@ -34,14 +34,15 @@ class MemoryTarget:
             if where.type == "cuda" and torch.cuda.is_available():
                 return cls("cuda", where)
             return cls("cuda")
+        named: torch.device | None
         try:
-            where = torch.device(device)
+            named = torch.device(device)
         except (RuntimeError, TypeError):
-            where = None
-        if where is None or where.type not in ("cpu", "cuda"):
+            named = None
+        if named is None or named.type not in ("cpu", "cuda"):
             raise MeasureError(f"device must be 'cuda', 'cuda:N' or 'cpu', found {device!r}")
-        if where.type == "cpu":
+        if named.type == "cpu":
             return cls("cpu")
         if torch.cuda.is_available() and not tensors.on_meta:
-            return cls("cuda", where if where.index is not None else torch.device("cuda", torch.cuda.current_device()))
+            return cls("cuda", named if named.index is not None else torch.device("cuda", torch.cuda.current_device()))
         return cls("cuda", unavailable=True)

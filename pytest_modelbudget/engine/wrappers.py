@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import sys
+from typing import cast
 
 import torch
 
@@ -22,10 +23,10 @@ def unwrap(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
 
 def _wrapped(model: torch.nn.Module) -> torch.nn.Module | None:
     if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
-        return model.module
+        return cast(torch.nn.Module, model.module)
     compiled = _optimized_module_class()
     if compiled is not None and isinstance(model, compiled):
-        return model._orig_mod
+        return cast(torch.nn.Module, model._orig_mod)
     return None
 
 

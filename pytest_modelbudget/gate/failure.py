@@ -112,7 +112,7 @@ def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def own_figures(layers: dict[str, dict[str, Any]], figures: list[str]) -> dict[str, dict[str, int]]:
+def own_figures(layers: Mapping[str, Mapping[str, Any]], figures: Sequence[str]) -> dict[str, dict[str, int]]:
     """Each layer's own figures: its total less its direct children's, so that a parent shows a
     change only where its own code (outside its children) changed. A figure that is not additive
     (``peak_memory``: what a layer's forward adds) is already a layer's own, and kept as it is."""
@@ -132,8 +132,8 @@ def own_figures(layers: dict[str, dict[str, Any]], figures: list[str]) -> dict[s
 
 
 def layer_diff(
-    layers: dict[str, dict[str, Any]],
-    baseline_layers: dict[str, dict[str, int]],
+    layers: Mapping[str, Mapping[str, Any]],
+    baseline_layers: Mapping[str, Mapping[str, Any]],
     figures: list[str],
     limit: int | None,
 ) -> str:
@@ -198,7 +198,7 @@ def _explained_by_children(now: dict[str, dict[str, int]], before: dict[str, dic
     return {name for name, moved in change.items() if name in children and abs(moved) <= children[name]}
 
 
-def largest_layers(layers: dict[str, dict[str, Any]], figure: str, limit: int | None) -> str:
+def largest_layers(layers: Mapping[str, Mapping[str, Any]], figure: str, limit: int | None) -> str:
     # Leaves only: parents repeat their children's figures.
     names = [
         n for n in layers if n and layers[n].get(figure) and not any(other.startswith(n + ".") for other in layers)

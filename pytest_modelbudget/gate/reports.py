@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..figures import BASELINE_ORDER, COMPARED, FIGURES, NARROWING, SUMMARY_COLUMNS
-from ..quantities import format_percent, format_quantity
+from ..quantities import Kind, format_percent, format_quantity
 from ..record import REPORT_VERSION, BudgetRecord, FigureCheck
 from .render import details, markdown_table, text_table
 
@@ -120,7 +120,7 @@ def markdown_report(records: Iterable[BudgetRecord]) -> str:
     return text
 
 
-def _checks(records: Iterable[BudgetRecord], status: str) -> Iterable[tuple[str, FigureCheck, str]]:
+def _checks(records: Iterable[BudgetRecord], status: str) -> Iterable[tuple[str, FigureCheck, Kind]]:
     """(budget name, check, the figure's kind) of every check with ``status``, by budget name."""
     for record in sorted(records, key=lambda r: r.name):
         for check in record.verdict.checks:

@@ -59,15 +59,17 @@ class BudgetMarker:
             raise BudgetUsageError(f"budget marker: name={name!r}; expected a non-empty string")
         parallel = kwargs.get("parallel")
         if parallel is not None:
+            from pydantic import ValidationError
+
             from ..budgets.schema import ParallelSpec
 
             try:  # the budget file's rules, checked at collection, without importing torch
                 parallel = ParallelSpec.model_validate(parallel).model_dump(exclude_none=True)
             except ValueError as exc:
-                problem = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
-                where = ".".join(map(str, problem.get("loc", ())))
+                first = exc.errors()[0] if isinstance(exc, ValidationError) else {"msg": str(exc), "loc": ()}
+                where = ".".join(map(str, first.get("loc", ())))
                 raise BudgetUsageError(
-                    f"budget marker: parallel={kwargs['parallel']!r}: {where + ': ' if where else ''}{problem['msg']}"
+                    f"budget marker: parallel={kwargs['parallel']!r}: {where + ': ' if where else ''}{first['msg']}"
                 ) from None
         gpu = kwargs.get("gpu")
         if gpu is not None and (not isinstance(gpu, str) or not gpu):

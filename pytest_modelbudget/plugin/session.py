@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.metadata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -81,7 +81,7 @@ class BudgetSession:
         if report.when == "call":
             for key, value in report.user_properties:
                 if key == RECORD_KEY:
-                    record = BudgetRecord.from_dict(value)
+                    record = BudgetRecord.from_dict(cast(dict[str, Any], value))
                     earlier = self.records.get(record.name)
                     if earlier is not None and earlier.nodeid != record.nodeid:
                         # Under xdist each test ran in its own worker: only here do both meet.
@@ -182,7 +182,9 @@ class BudgetSession:
                 f"{item.nodeid}: budget {name!r} is also checked by {earlier.nodeid}: one name, one "
                 "budget; give each model its own name=..."
             )
-        if any(key == RECORD_KEY and value["name"] == name for key, value in item.user_properties):
+        if any(
+            key == RECORD_KEY and cast(dict[str, Any], value)["name"] == name for key, value in item.user_properties
+        ):
             raise BudgetUsageError(
                 f"{item.nodeid}: budget {name!r} was checked twice in one test; pass name=... to "
                 "model_budget.check() for each model"

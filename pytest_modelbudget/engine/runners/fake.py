@@ -24,8 +24,8 @@ def run_fake(step: Step, tensors: TensorInventory, *, meta_as_cpu: bool = False)
         if meta_as_cpu and tensor.is_meta:
             fake = fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, tensor, torch.device("cpu"))
             return fake.requires_grad_(tensor.requires_grad) if tensor.requires_grad else fake
-        fake = _plain_fake(tensor, fake_mode) if not _in(tensor, shared) else None
-        return fake if fake is not None else fake_mode.from_tensor(tensor, static_shapes=True)
+        plain: torch.Tensor | None = _plain_fake(tensor, fake_mode) if not _in(tensor, shared) else None
+        return plain if plain is not None else fake_mode.from_tensor(tensor, static_shapes=True)
 
     shared = _shared_storages(step.model)
 

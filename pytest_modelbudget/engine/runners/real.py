@@ -37,7 +37,8 @@ def run_real(step: Step, tensors: TensorInventory) -> Watched:
 
 def _run(step: Step, tensors: TensorInventory, convert: Any) -> Watched:
     stand_ins = tensors.stand_ins(step.model, convert)
-    return step.watched(stand_ins, *map_inputs((step.args, step.keywords), _same, RandomInput.make), shapes_only=False)
+    args, keywords = map_inputs((step.args, step.keywords), _same, RandomInput.make)
+    return step.watched(stand_ins, args, keywords, shapes_only=False)
 
 
 def _private_copy(tensor: torch.Tensor) -> torch.Tensor:
@@ -62,7 +63,7 @@ class WriteGuard(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self._storages: set[int] = set()  # the model's storages (their StorageImpl addresses)
+        self._storages: set[int | None] = set()  # the model's storages (their StorageImpl addresses)
         self._written: dict[int, list[tuple[int, str]]] = {}  # id(op) -> the arguments it writes
 
     def alias(self, tensor: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ def fake_copy(model: torch.nn.Module, fake_mode: FakeTensorMode) -> torch.nn.Mod
     sharing: the originals are never copied (a 70B model on the CPU or on meta costs nothing)."""
 
     def to_fake(tensor: torch.Tensor) -> torch.Tensor:
+        fake: torch.Tensor
         if tensor.is_meta:
             fake = fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, tensor, torch.device("cpu"))
         else:
@@ -79,7 +80,7 @@ def run_sharded(step: Step, tensors: TensorInventory, parallel: Parallel) -> tup
     def input_to_fake(tensor: torch.Tensor) -> torch.Tensor:
         if tensor.is_meta:
             return fake_mode.fake_tensor_converter.from_meta_and_device(fake_mode, tensor, torch.device("cpu"))
-        fake = fake_mode.from_tensor(tensor, static_shapes=True)
+        fake: torch.Tensor = fake_mode.from_tensor(tensor, static_shapes=True)
         if fake.device.type != "cpu":
             with fake_mode:
                 fake = fake.to("cpu")

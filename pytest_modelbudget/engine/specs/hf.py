@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -111,7 +111,7 @@ def default_inputs(model: torch.nn.Module, config: Any, batch: int = 1, length: 
         channels = getattr(image_config, "num_channels", None) or getattr(
             getattr(config, "backbone_config", None), "num_channels", 3
         )
-        inputs["pixel_values"] = torch.randn(batch, channels, 224, 224)
+        inputs["pixel_values"] = torch.randn(batch, cast(int, channels), 224, 224)
     if "pixel_values_videos" in accepted and not inputs:
         video = _video(batch, image_config)
         if video is not None:
@@ -171,8 +171,9 @@ def _size(value: Any) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
         return int(value[0]), int(value[-1])
     if isinstance(value, dict):
-        return int(value.get("height", value.get("shortest_edge", 224))), int(
-            value.get("width", value.get("shortest_edge", 224))
+        sides: dict[str, int] = value
+        return int(sides.get("height", sides.get("shortest_edge", 224))), int(
+            sides.get("width", sides.get("shortest_edge", 224))
         )
     return int(value), int(value)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -64,8 +64,8 @@ def _registered_on_meta() -> Iterator[None]:
     def buffer_on_meta(module: torch.nn.Module, name: str, tensor: Any, persistent: bool = True) -> None:
         register_buffer(module, name, tensor.to("meta") if tensor is not None else None, persistent)
 
-    torch.nn.Module.register_parameter = parameter_on_meta  # type: ignore[method-assign]
-    torch.nn.Module.register_buffer = buffer_on_meta  # type: ignore[method-assign]
+    torch.nn.Module.register_parameter = parameter_on_meta  # type: ignore[method-assign, assignment]
+    torch.nn.Module.register_buffer = buffer_on_meta  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:
@@ -96,5 +96,5 @@ def build_timm(name: str, kwargs: dict[str, Any], *, meta: bool | None) -> Built
         raise FactoryError(f"timm:{name}: timm has no such model (see timm.list_models())")
     with built_on(meta is not False):
         model = timm.create_model(name, pretrained=False, **kwargs)
-    size = model.pretrained_cfg.get("input_size", (3, 224, 224))
+    size = cast(Any, model).pretrained_cfg.get("input_size", (3, 224, 224))
     return BuiltModel(model.eval(), torch.randn(1, *size))
