@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock, the atomic 
     fcntl = None  # type: ignore[assignment]
 
 import tomlkit
-from tomlkit.items import InlineTable, Table
+from tomlkit.items import Comment, InlineTable, Table
 
 from ..errors import BudgetFileError
 from ..figures import FIGURES, LAYER_FIGURES
@@ -35,6 +35,39 @@ def update_baselines(path: Path, records: Mapping[str, BudgetRecord], remove: It
     with _locked(path):
         _remove_leftovers(path)
         return _update(path, records, remove)
+
+
+def hand_written(path: Path, names: Iterable[str]) -> dict[str, list[str]]:
+    """Of the entries ``names``, those that hold something people wrote (limits, a tolerance, any
+    key but the baseline, or a comment), with what it is. ``--prune-budgets`` never removes them:
+    a renamed test's limits must be moved by hand, not lost."""
+    if not path.exists():
+        return {}
+    budgets = tomlkit.parse(read_text(path)).get("budgets") or {}
+    found = {}
+    for name in names:
+        entry = budgets.get(name)
+        if entry is None:
+            continue
+        written = [key for key in entry if key != "baseline"]
+        if _has_comment(entry):
+            written.append("a comment")
+        if written:
+            found[name] = written
+    return found
+
+
+def _has_comment(entry: Any) -> bool:
+    """A comment on the entry's own header or among its keys (the baseline's are ours)."""
+    if isinstance(entry, InlineTable):
+        return False
+    # A table with no header of its own ([budgets.NAME.baseline] alone) shows its child's comment.
+    if not entry.is_super_table() and entry.trivia.comment:
+        return True
+    return any(
+        isinstance(item, Comment) or (key is not None and key.key != "baseline" and bool(item.trivia.comment))
+        for key, item in entry.value.body
+    )
 
 
 def _remove_leftovers(path: Path) -> None:

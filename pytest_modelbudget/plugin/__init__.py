@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..errors import BudgetExceeded, BudgetFileError
-from .options import MARKER_HELP, add_options, budget_path, budget_path_as_named, named_file, report_path, strict
+from .options import (
+    MARKER_HELP,
+    add_options,
+    budget_path,
+    budget_path_as_named,
+    named_file,
+    report_path,
+    rootdir_moved_by_a_value,
+    strict,
+)
 
 #: A budget marker that could not be read, on an xdist worker: the test fails at setup with it.
 MARKER_PROBLEM_KEY = pytest.StashKey[str]()
@@ -42,6 +51,9 @@ def pytest_configure(config: pytest.Config) -> None:
         unknown = [c for c in columns if c not in FIGURES]
         if unknown:
             raise pytest.UsageError(f"{source}: unknown figure {unknown[0]!r}; expected some of {', '.join(FIGURES)}")
+    moved = rootdir_moved_by_a_value(config)
+    if moved:
+        raise pytest.UsageError(moved)
     path = budget_path(config)
     named = named_file(config)
     if named and not path.exists() and not config.getoption("update_budgets"):
@@ -229,7 +241,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     budget_session = _session(config)
     if budget_session is None or _is_worker(config):
         return
-    from ..budgets.writer import update_baselines
+    from ..budgets.writer import hand_written, update_baselines
 
     budget_session.stale = budget_session.stale_entries()
     for name in budget_session.conflicts:
@@ -240,7 +252,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     records = (
         {n: r for n, r in budget_session.records.items() if not r.verdict.errored} if budget_session.update else {}
     )
-    remove = budget_session.stale if budget_session.prune else []
+    # What people wrote in a stale entry (limits, comments) is never removed by --prune-budgets:
+    # a renamed test's limits must be moved, not lost.
+    budget_session.hand_written = hand_written(budget_session.path, budget_session.stale)
+    remove = [n for n in budget_session.stale if n not in budget_session.hand_written] if budget_session.prune else []
+    budget_session.removed = remove
     if records or remove:
         try:
             budget_session.written = update_baselines(budget_session.path, records, remove)
@@ -250,7 +266,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             budget_session.write_error = (
                 str(exc) if isinstance(exc, BudgetFileError) else f"{budget_session.path}: not written: {exc}"
             )
-    if budget_session.strict and budget_session.stale and not budget_session.prune and session.exitstatus == 0:
+    left = [n for n in budget_session.stale if n not in budget_session.removed]
+    if budget_session.strict and left and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     _write_reports(config, budget_session)
 
@@ -374,16 +391,47 @@ def _terminal_summary(terminalreporter: Any, config: pytest.Config, budget_sessi
         for line in compare_lines(compare(base, records), os.path.basename(base_path)):
             terminalreporter.write_line(line)
     if stale:
-        verb = "removed" if budget_session.prune else "no test stands for them"
-        terminalreporter.write_line(f"{len(stale)} stale budget entr{'y' if len(stale) == 1 else 'ies'} ({verb}):")
-        for name in stale:
+        _stale_summary(terminalreporter, budget_session)
+
+
+def _entries(count: int) -> str:
+    return f"{count} stale budget entr{'y' if count == 1 else 'ies'}"
+
+
+def _stale_summary(terminalreporter: Any, budget_session: BudgetSession) -> None:
+    """Stale entries: those removed, those --prune-budgets would remove, and those it never
+    removes because people wrote in them (a renamed test's limits), each with what to do."""
+    removed = budget_session.removed
+    if removed:
+        terminalreporter.write_line(f"{_entries(len(removed))} (removed):")
+        for name in removed:
             terminalreporter.write_line(f"  {name}")
-        if not budget_session.prune:
-            terminalreporter.write_line(
-                "  remove them with pytest --update-budgets --prune-budgets"
-                + (" (strict mode: they fail the run)" if budget_session.strict else ""),
-                red=budget_session.strict,
-            )
+    prunable = [n for n in budget_session.stale if n not in removed and n not in budget_session.hand_written]
+    if prunable:
+        terminalreporter.write_line(f"{_entries(len(prunable))} (no test stands for them):")
+        for name in prunable:
+            terminalreporter.write_line(f"  {name}")
+        terminalreporter.write_line(
+            "  remove them with pytest --update-budgets --prune-budgets"
+            + (" (strict mode: they fail the run)" if budget_session.strict else ""),
+            red=budget_session.strict,
+        )
+    kept = budget_session.hand_written
+    if kept:
+        terminalreporter.write_line(
+            f"{_entries(len(kept))} with what people wrote in them (no test stands for them; "
+            "--prune-budgets never removes these):",
+            red=budget_session.strict,
+        )
+        for name, written in kept.items():
+            successor = budget_session.successor_of(name)
+            hint = f"; {successor} has the figures of its baseline: renamed? move them there" if successor else ""
+            terminalreporter.write_line(f"  {name}: {', '.join(written)}{hint}")
+        terminalreporter.write_line(
+            "  move what they hold to the budget that replaced them (or delete them by hand)"
+            + (" (strict mode: they fail the run)" if budget_session.strict else ""),
+            red=budget_session.strict,
+        )
 
 
 def _write_row(terminalreporter: Any, line: str) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,3 +124,56 @@ def named_file(config: pytest.Config) -> str | None:
     if configured != DEFAULT_FILE:
         return f"modelbudget_file = {configured}"
     return None
+
+
+#: The options that take a value: before the plugin is loaded, pytest does not know they do.
+VALUE_OPTIONS = ("--budget-json", "--budget-markdown", "--budget-compare", "--budgets-file", "--budget-columns")
+
+
+def rootdir_moved_by_a_value(config: pytest.Config) -> str | None:
+    """Why the run cannot go on, when pytest took one of our options' values for a test path.
+
+    pytest chooses its rootdir (and so the ini file, the node ids and the budget file) before it
+    loads plugins: ``--budget-json /elsewhere/r.json`` with a space reads to it as an unknown flag
+    and a path, and once that file exists its folder joins the rootdir's search. Every budget's
+    name would change and ``--update-budgets`` would write a budget file outside the project.
+    """
+    args = list(config.invocation_params.args)
+    given = [
+        (option, value)
+        for option, value in itertools.pairwise(args)
+        if option in VALUE_OPTIONS and not value.startswith("-") and (config.invocation_params.dir / value).exists()
+    ]
+    if not given or config.getoption("rootdir", None):
+        return None
+    intended = _rootdir_of(config, [str(arg) for arg in config.option.file_or_dir or []])
+    if intended is None or intended == config.rootpath:
+        return None
+    option, value = given[0]
+    return (
+        f"{option} {value}: pytest read this value as a test path before the plugin was loaded, and so chose "
+        f"{config.rootpath} as the rootdir, not {intended}: the budgets' names and the budget file would all be "
+        f"wrong. Write {option}={value} (with '='), or a path inside the project"
+    )
+
+
+def _rootdir_of(config: pytest.Config, args: list[str]) -> Path | None:
+    """The rootdir pytest would choose for these arguments (its own rule, called as it calls it)."""
+    try:
+        from _pytest.config.findpaths import determine_setup
+    except ImportError:  # pragma: no cover - pytest moved it: no check rather than a wrong one
+        return None
+    namespace = config.known_args_namespace
+    arguments: dict[str, Any] = {
+        "inifile": getattr(namespace, "inifilename", None),
+        "override_ini": getattr(namespace, "override_ini", None),
+        "args": args,
+        "rootdir_cmd_arg": None,
+        "invocation_dir": config.invocation_params.dir,
+    }
+    accepted = inspect.signature(determine_setup).parameters
+    try:
+        found = determine_setup(**{k: v for k, v in arguments.items() if k in accepted})
+    except Exception:  # pragma: no cover - a pytest whose rule differs: no check
+        return None
+    return Path(found[0])

@@ -52,6 +52,10 @@ class BudgetSession:
     marker_names: set[str] = field(default_factory=set)
     deselected: int = 0
     stale: list[str] = field(default_factory=list)
+    #: Stale entries people wrote in, with what (limits, a comment): never pruned.
+    hand_written: dict[str, list[str]] = field(default_factory=dict)
+    #: Stale entries --prune-budgets removed.
+    removed: list[str] = field(default_factory=list)
     written: bool = False
     #: Why --update-budgets could not write the file, in one line.
     write_error: str | None = None
@@ -236,6 +240,18 @@ class BudgetSession:
             if test_file in self.collected_files and test_file not in by_node_id:
                 stale.append(name)
         return stale
+
+    def successor_of(self, stale: str) -> str | None:
+        """A budget new in this run whose figures are what the stale entry's baseline recorded:
+        most likely the same model under a new test name."""
+        entry = self.file.budgets.get(stale)
+        recorded = entry.baseline.totals() if entry and entry.baseline else {}
+        if not recorded:
+            return None
+        for name, record in sorted(self.records.items()):
+            if record.baseline is None and all(record.figures.get(f) == v for f, v in recorded.items()):
+                return name
+        return None
 
     def _files_selected_by_node_id(self) -> set[str]:
         """Files named with a node id on the command line (``test_a.py::test_one``): only part of

@@ -179,7 +179,7 @@ def test_a_report_that_cannot_be_written_is_one_line_and_the_rest_still_are(pyte
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert "test_a.py::test_a" in (pytester.path / "out.md").read_text()
     if Path("/dev/full").exists():  # a full disk
-        result = pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "/dev/full")
+        result = pytester.runpytest("-p", "no:cacheprovider", "--budget-json=/dev/full")
         assert result.ret == pytest.ExitCode.OK
         result.stdout.fnmatch_lines(["--budget-json /dev/full: not written: No space left on device"])
 

@@ -231,19 +231,63 @@ def test_json_and_markdown_reports_and_github_step_summary(project, monkeypatch)
     assert summary.read_text().startswith("### Model budgets")
 
 
-def test_stale_entries_are_listed_and_pruned(project):
+def test_stale_entries_are_listed_and_only_machine_written_ones_pruned(project):
     project.makefile(
         ".toml",
-        budgets=BUDGETS + '\n# gone\n[budgets."test_old.py::test_removed"]\nlimits = { params = "1M" }\n',
+        budgets=BUDGETS
+        + '\n[budgets."test_old.py::test_recorded".baseline]\nparams = 5\n'
+        + '\n# gone\n[budgets."test_old.py::test_removed"]\nlimits = { params = "1M" }\n',
     )
     project.makepyfile(test_old="def test_other():\n    pass\n")
     result = project.runpytest()
-    result.stdout.fnmatch_lines(["*1 stale budget entry*", "*test_old.py::test_removed*"])
-    assert "test_removed" in budgets(project)
+    result.stdout.fnmatch_lines(
+        [
+            "*1 stale budget entry (no test stands for them):*",
+            "*test_old.py::test_recorded*",
+            "*1 stale budget entry with what people wrote in them*",
+            "*test_old.py::test_removed: limits*",
+        ]
+    )
     project.runpytest("--prune-budgets")
     text = budgets(project)
-    assert "test_removed" not in text
+    assert "test_recorded" not in text
+    # What people wrote is never pruned: the limits stay until someone moves them.
+    assert '[budgets."test_old.py::test_removed"]\nlimits = { params = "1M" }' in text
     assert "# the team's budgets: this comment must survive" in text
+
+
+def test_renaming_a_test_keeps_its_limits_and_names_the_new_test(project):
+    test = """
+from mymodels import Net
+
+
+def test_{name}(model_budget):
+    model_budget.check(Net(width=4), input_size=(1, 3, 16, 16))
+"""
+    project.makepyfile(test_models=test.format(name="small"))
+    project.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=2)
+    with_limits = budgets(project).replace(
+        '[budgets."test_models.py::test_small".baseline]',
+        '[budgets."test_models.py::test_small"]\nlimits = { params = "200" }  # agreed with the mobile team\n\n'
+        '[budgets."test_models.py::test_small".baseline]',
+    )
+    (project.path / "budgets.toml").write_text(with_limits)
+    project.makepyfile(test_models=test.format(name="tiny"))
+    result = project.runpytest("-p", "no:cacheprovider", "--update-budgets", "--prune-budgets")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*1 stale budget entry with what people wrote in them*--prune-budgets never removes these*",
+            "*test_models.py::test_small: limits, a comment; test_models.py::test_tiny has the figures of its "
+            "baseline: renamed? move them there*",
+        ]
+    )
+    text = budgets(project)
+    assert 'limits = { params = "200" }  # agreed with the mobile team' in text
+    assert '[budgets."test_models.py::test_tiny".baseline]' in text
+    # Strict (CI): the entry left over fails the run until the limits are moved.
+    strict = project.runpytest("-p", "no:cacheprovider", "--budget-strict")
+    assert strict.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_a_drop_below_the_baseline_passes_and_says_it_can_be_tightened(project):
