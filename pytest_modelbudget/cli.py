@@ -16,7 +16,7 @@ from .factories import FactoryError, load_callable
 from .figures import ROOFLINE_TIME
 from .gate.render import DEFAULT_TREE, TREE_COLUMNS
 from .gpus import GPUS
-from .options import AUTOCAST, MODE, OUTPUTS, resolve
+from .options import AUTOCAST, MODE, OUTPUTS, STEP, resolve
 
 
 def _shape(text: str) -> list[int]:
@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=OUTPUTS.choices,
         help="training: the forward's outputs held through backward (default) or released before it",
     )
+    parser.add_argument(
+        "--optimizer", help='training: the optimizer class that takes the step, e.g. "torch.optim:AdamW"'
+    )
+    parser.add_argument("--step", choices=STEP.choices, help=STEP.help)
     parser.add_argument("--autocast", choices=AUTOCAST.choices, help="run the step under torch.autocast to this dtype")
     parser.add_argument(
         "--gpu",
@@ -198,7 +202,23 @@ def _measure(args: argparse.Namespace) -> Any:
             parallel["tp_size"] = args.tp_size
     elif args.activation_checkpointing or args.param_dtype:
         raise FactoryError("--activation-checkpointing and --param-dtype apply to a sharded step: add --world-size N")
-    given = {"mode": args.mode, "outputs": args.outputs, "device": args.device, "gpu": args.gpu, "parallel": parallel}
+    given = {
+        "mode": args.mode,
+        "outputs": args.outputs,
+        "device": args.device,
+        "gpu": args.gpu,
+        "parallel": parallel,
+        "step": args.step,
+    }
+    optimizer = None
+    if args.optimizer:
+        if (args.mode or MODE.default) != "training":
+            raise FactoryError("--optimizer applies to training: add --mode training")
+        optimizer_class = load_callable(args.optimizer)
+
+        def optimizer(params: list[Any]) -> Any:
+            return optimizer_class(params)
+
     chosen = resolve({"argument": {**given, "autocast": args.autocast}})
     stats = measure(
         built.model,
@@ -211,6 +231,8 @@ def _measure(args: argparse.Namespace) -> Any:
         outputs=chosen["outputs"],
         parallel=chosen["parallel"],
         gpu=chosen["gpu"],
+        optimizer=optimizer,
+        step=chosen["step"],
     )
     return stats
 

@@ -17,6 +17,7 @@ from typing import Any, Literal, get_args
 ModeName = Literal["inference", "training"]
 OutputsName = Literal["kept", "released"]
 AutocastName = Literal["float16", "bfloat16"]
+StepName = Literal["first", "steady"]
 
 #: Where an option can be written, first wins.
 LEVELS = ("argument", "marker", "entry", "settings")
@@ -47,6 +48,14 @@ OUTPUTS = Option(
     get_args(OutputsName),
     "training: the forward's outputs held through backward (kept) or released before it",
 )
+STEP = Option(
+    "step",
+    LEVELS[:3],
+    None,
+    get_args(StepName),
+    "training with an optimizer: the step whose peak memory is the figure, first or steady (every later "
+    "one, the optimizer's state alive); default: the larger",
+)
 AUTOCAST = Option("autocast", ("argument", "entry"), None, get_args(AutocastName), "run the step under torch.autocast")
 DEVICE = Option(
     "device",
@@ -56,7 +65,7 @@ DEVICE = Option(
 GPU = Option("gpu", LEVELS, help="the GPU of roofline_time: a built-in name or one of [settings.gpus]")
 PARALLEL = Option("parallel", LEVELS[:3], help="one rank of a sharded step: {strategy, world_size, ...}")
 
-OPTIONS: dict[str, Option] = {option.name: option for option in (MODE, OUTPUTS, PARALLEL, GPU, AUTOCAST, DEVICE)}
+OPTIONS: dict[str, Option] = {option.name: option for option in (MODE, OUTPUTS, PARALLEL, GPU, STEP, AUTOCAST, DEVICE)}
 #: Options the ``budget`` marker takes besides its limits.
 MARKER_OPTIONS: tuple[str, ...] = tuple(name for name, option in OPTIONS.items() if "marker" in option.levels)
 #: Every key of the ``budget`` marker but the limits: its own (the budget's tolerance and name) and the options.

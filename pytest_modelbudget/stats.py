@@ -67,6 +67,10 @@ class ModelStats:
     peak_memory_estimate: int | None = None
     #: What the estimate assumed or simulated (device, rounding, kernel choices).
     peak_memory_approximations: list[str] = field(default_factory=list)
+    #: Training with an optimizer: the estimated peak of the first step and of a steady one (the
+    #: optimizer's state alive), and which of them ``peak_memory`` is.
+    peak_memory_steps: dict[str, int] = field(default_factory=dict)
+    peak_memory_step: str | None = None
     #: A sharded step (``measure(parallel=...)``): what one rank held at its peak, by kind
     #: (sharded_params, gathered_params, gradients, optimizer_state, communication_buffers,
     #: activations: the rest, temporaries included), in bytes.

@@ -23,7 +23,7 @@ from ..factories import is_model_spec
 from ..figures import FIGURES, LAYER_FIGURES
 from ..gpus import DTYPES as GPU_DTYPES
 from ..gpus import GPUS, Gpu
-from ..options import OPTIONS, AutocastName, ModeName, OutputsName
+from ..options import OPTIONS, AutocastName, ModeName, OutputsName, StepName
 from ..quantities import Kind, QuantityError, parse_bandwidth, parse_percent, parse_quantity
 
 
@@ -161,6 +161,8 @@ class Entry(_Strict):
     mode: ModeName | None = None
     #: Training: the forward's outputs "kept" through backward (default) or "released" before it.
     outputs: OutputsName | None = None
+    #: Training with an optimizer: the step whose peak memory is the figure (default: the larger).
+    step: StepName | None = None
     autocast: AutocastName | None = None
     #: One rank of a sharded step: peak_memory is that rank's.
     parallel: ParallelSpec | None = None
@@ -178,6 +180,10 @@ class Entry(_Strict):
             raise ValueError("both kwargs and model_kwargs: write model_kwargs only (kwargs is its old name)")
         if (self.loss or self.optimizer) and self.mode != "training":
             raise ValueError('loss and optimizer apply to training: add mode = "training"')
+        if self.step and not self.optimizer and self.factory:
+            raise ValueError(
+                'step chooses between an optimizer\'s first and steady steps: add optimizer = "torch.optim:AdamW" (or another)'
+            )
         if self.optimizer_kwargs and not self.optimizer:
             raise ValueError('optimizer_kwargs without an optimizer: add optimizer = "torch.optim:AdamW" (or another)')
         return self

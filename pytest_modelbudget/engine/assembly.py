@@ -51,6 +51,8 @@ def assemble_stats(
         peak_memory_source="estimate" if memory.exact is None else "cuda",
         peak_memory_estimate=memory.estimate,
         peak_memory_approximations=memory.approximations if memory.exact is None else [],
+        peak_memory_steps=memory.steps,
+        peak_memory_step=memory.step,
         unused_params=[name for name in tensors.params if name not in counter.params_read],
         shared_params=tensors.shared_groups(),
         uncounted_ops=dict(sorted(counter.uncounted.items())),

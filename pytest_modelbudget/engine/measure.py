@@ -26,7 +26,7 @@ from torch.nn.parameter import is_lazy
 
 from ..errors import MeasureError
 from ..gpus import GPUS, Gpu
-from ..options import AUTOCAST, MODE, OUTPUTS
+from ..options import AUTOCAST, MODE, OUTPUTS, STEP
 from ..stats import ModelStats
 from .assembly import assemble_stats
 from .inputs import call_arguments, size_tables_unknown
@@ -57,6 +57,7 @@ def measure(
     outputs: str = "kept",
     parallel: Parallel | dict[str, Any] | None = None,
     gpu: str | Gpu | None = None,
+    step: str | None = None,
 ) -> ModelStats:
     """Measure one ``forward`` call of ``model`` (and, with ``mode="training"``, its backward and
     optimizer step) without changing the model.
@@ -83,6 +84,11 @@ def measure(
     stay the model's (params) and the rank's step (macs, flops); ``peak_memory_split`` says what
     the rank held at its peak.
 
+    ``step`` (training with an optimizer): the step whose peak memory is the figure, ``"first"``
+    (the optimizer's state is made during it) or ``"steady"`` (every later step: the state alive
+    throughout, the last step's outputs until the forward returns); by default the larger of the
+    two, since a budget must hold on every step. ``peak_memory_steps`` gives both.
+
     ``gpu`` (a name in ``pytest_modelbudget.gpus.GPUS`` such as ``"h100-sxm"``, or a ``Gpu``)
     adds ``roofline_time``: the forward's ops at that GPU's peak and bandwidth, a lower bound.
     """
@@ -96,6 +102,13 @@ def measure(
         raise MeasureError(f"dtype must be a torch.dtype such as torch.float16, found {dtype!r}")
     if outputs not in OUTPUTS.choices:
         raise MeasureError(f"outputs must be one of {', '.join(map(repr, OUTPUTS.choices))}, found {outputs!r}")
+    if step is not None and step not in STEP.choices:
+        raise MeasureError(f"step must be one of {', '.join(map(repr, STEP.choices))}, found {step!r}")
+    if step is not None and (mode != "training" or optimizer is None):
+        raise MeasureError(
+            f"step={step!r} chooses between an optimizer's first and steady training steps: pass mode='training' "
+            "and an optimizer"
+        )
     if autocast is not None and autocast not in AUTOCAST_DTYPES:
         raise MeasureError(f"autocast must be torch.float16 or torch.bfloat16, found {autocast!r}")
     if kwargs is not None:
@@ -120,13 +133,14 @@ def measure(
     args, keywords = call_arguments(model, inputs, input_size, dtype, forward_kwargs)
     tensors = TensorInventory(model)
     target = MemoryTarget.choose(device, tensors)
-    step = Step(model, args, keywords, mode, loss_fn, optimizer, autocast, target, outputs)
-    step.gpu = named_gpu
+    run = Step(model, args, keywords, mode, loss_fn, optimizer, autocast, target, outputs)
+    run.gpu = named_gpu
+    run.step_kind = step
 
     name = type(model).__name__
     try:
         with _quiet_fake_tensor_logs():
-            watched = _run_shapes_only(step, tensors)
+            watched = _run_shapes_only(run, tensors)
         execution = "fake"
     except MeasureError:
         raise
@@ -139,7 +153,7 @@ def measure(
                 "instead; build it on the CPU to measure it with a real run)"
             ) from cause
         try:
-            watched = run_real(step, tensors)
+            watched = run_real(run, tensors)
         except MeasureError:
             raise
         except ForwardError as real_error:
@@ -160,10 +174,10 @@ def measure(
             raise MeasureError(
                 f"measure(parallel=...) needs a fake run of {name}, and its fake run failed: {notes[-1]}"
             )
-        return _sharded_stats(model, step, tensors, watched, sharding, notes)
-    memory = step.memory(watched, execution)
+        return _sharded_stats(model, run, tensors, watched, sharding, notes)
+    memory = run.memory(watched, execution)
     if target.exact is not None:
-        memory.exact = run_cuda(step, tensors, target.exact)
+        memory.exact = run_cuda(run, tensors, target.exact)
     return assemble_stats(tensors, model, watched.counter, memory, mode=mode, execution=execution, notes=notes)
 
 

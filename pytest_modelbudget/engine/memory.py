@@ -65,12 +65,21 @@ class MemoryLedger:
         self.communication_refs: set[int] = set()
         self.current = 0
         self.peak = 0
+        #: The peak since ``start_window``.
+        self.window_peak = 0
         #: module name -> the most its forward added (over all its calls).
         self.module_peaks: dict[str, int] = {}
         # The modules running now: [name, held when it started, peak since].
         self._frames: list[list[Any]] = []
         # id(storage) -> (bytes charged, weak reference that un-charges them when it dies)
         self._held: dict[int, tuple[int, weakref.ref]] = {}
+
+    def start_window(self) -> int:
+        """Start following a new peak from what is held now (a training loop's next step);
+        returns the peak so far."""
+        before = self.peak
+        self.window_peak = self.current
+        return before
 
     def enter(self, name: str) -> None:
         self._frames.append([name, self.current, self.current])
@@ -104,9 +113,20 @@ class MemoryLedger:
         if grew:
             self.observe()
 
+    def transient(self, nbytes: int) -> None:
+        """An allocation a kernel makes and frees within one op (a workspace, a copy of an
+        operand), on top of what is held with the op's outputs."""
+        size = allocator_size(nbytes, self.block)
+        if size:
+            self.current += size
+            self.observe()
+            self.current -= size
+
     def observe(self) -> None:
         """Record the current total as a candidate peak, for the step and each running module."""
         current = self.current
+        if current > self.window_peak:
+            self.window_peak = current
         if current > self.peak:
             self.peak = current
             if self._keep_peak:
@@ -207,4 +227,8 @@ class StepMemory:
     estimate: int
     layers: dict[str, int]
     approximations: list[str] = field(default_factory=list)
+    #: Training with an optimizer: each step's estimated peak ("first", "steady"), and the one
+    #: ``estimate`` is of.
+    steps: dict[str, int] = field(default_factory=dict)
+    step: str | None = None
     exact: int | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -48,6 +48,8 @@ class Watched:
 
     counter: OpCounter
     approximations: list[str]
+    #: Training with an optimizer: the estimated peak of each step run ("first", "steady").
+    step_peaks: dict[str, int] = field(default_factory=dict)
 
 
 class Step:
@@ -85,6 +87,14 @@ class Step:
         self.into_dtensors = False
         #: The GPU whose roofline time the forward's ops are priced at, if any.
         self.gpu: Gpu | None = None
+        #: Training with an optimizer: the step whose peak is the figure, "first" or "steady"
+        #: (every later one: the optimizer's state alive); None, the larger of the two.
+        self.step_kind: str | None = None
+        #: The estimated peak of each training step run ("first", "steady"), from the last run.
+        self.step_peaks: dict[str, int] = {}
+        #: Called as a run on a device (no ledger) starts its steady step: the CUDA runner resets
+        #: the allocator's peak there when the steady step alone is asked for.
+        self.steady_started: Callable[[], None] | None = None
 
     def on(self, model: torch.nn.Module) -> Step:
         """The same step on another model (a sharded copy of this one)."""
@@ -119,7 +129,7 @@ class Step:
             approximations.extend(attention.approximations())
         if foreach:
             approximations.append("optimizer run with foreach=True, its default on CUDA")
-        return Watched(counter, approximations)
+        return Watched(counter, approximations, dict(self.step_peaks))
 
     def memory(self, watched: Watched, execution: str) -> StepMemory:
         ledger = watched.counter.ledger
@@ -141,7 +151,20 @@ class Step:
         notes.extend(watched.approximations)
         if self.autocast is not None:
             notes.append(f"autocast to {str(self.autocast).removeprefix('torch.')} with the CPU autocast op lists")
-        return StepMemory(ledger.peak, dict(ledger.module_peaks), notes)
+        peaks = watched.step_peaks
+        if not peaks:
+            return StepMemory(ledger.peak, dict(ledger.module_peaks), notes)
+        kind = self.step_kind or max(peaks, key=lambda k: peaks[k])
+        if len(peaks) == 1:
+            notes.append("the first training step (the optimizer's state does not exist yet during its backward)")
+        else:
+            chosen = "the step asked for" if self.step_kind else "the larger"
+            notes.append(
+                f"the {kind} training step, {chosen}: first step {peaks['first']:,} B, steady step "
+                f"{peaks['steady']:,} B (every later step: the optimizer's state alive throughout, the last step's "
+                "outputs until the forward returns)"
+            )
+        return StepMemory(peaks[kind], dict(ledger.module_peaks), notes, steps=dict(peaks), step=kind)
 
     def run(
         self,
@@ -170,14 +193,53 @@ class Step:
                     self._forward(stand_ins, args, keywords)
                 return counter, False
             with torch.enable_grad():
-                with autocast:
-                    output = self._forward(stand_ins, args, keywords)
-                counter.counting = False
-                loss = self._loss(output)
-                if self.outputs == "released":
-                    del output  # only the loss, and the graph behind it, stay for backward
-                foreach = self._backward(loss, stand_ins, foreach_as_cuda)
+                foreach = self._train(stand_ins, args, keywords, counter, ledger, autocast, foreach_as_cuda)
         return counter, foreach
+
+    def _train(
+        self,
+        stand_ins: Slots,
+        args: Any,
+        keywords: Any,
+        counter: OpCounter,
+        ledger: MemoryLedger | None,
+        autocast: contextlib.AbstractContextManager[Any],
+        foreach_as_cuda: bool,
+    ) -> bool:
+        """The first training step and, with an optimizer, a steady one: the loop's next
+        iteration, where the optimizer's state is alive from the start and the last iteration's
+        outputs until the new forward returns (``logits, loss = model(x, y)``). Figures other than
+        memory are counted on the first alone."""
+        opt = self.last_optimizer = self.optimizer(stand_ins.trainable()) if self.optimizer else None
+        steps = ("first",) if opt is None or self.step_kind == "first" else ("first", "steady")
+        foreach = bool(opt is not None and foreach_as_cuda and use_foreach(opt))
+        held: tuple[Any, ...] = ()
+        self.step_peaks = {}
+        for kind in steps:
+            if kind == "steady":
+                assert opt is not None
+                # set_to_none=True, the default since PyTorch 2.0: gradients do not outlive the step.
+                opt.zero_grad(set_to_none=True)
+                if ledger is not None:
+                    self.step_peaks["first"] = ledger.start_window()
+                elif self.steady_started is not None:
+                    self.steady_started()
+            with autocast:
+                output = self._forward(stand_ins, args, keywords)
+            held = ()  # the last iteration's outputs, dropped once the new ones are assigned
+            counter.counting = False
+            loss = self._loss(output)
+            if self.outputs == "released":
+                del output  # only the loss, and the graph behind it, stay for backward
+            loss.backward()
+            if opt is not None:
+                opt.step()
+            held = (output, loss) if self.outputs == "kept" else (loss,)
+            del loss
+        if ledger is not None and opt is not None:
+            self.step_peaks[steps[-1]] = ledger.peak if len(steps) == 1 else ledger.window_peak
+        del held
+        return foreach
 
     def _autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
         if self.autocast is None:
@@ -200,15 +262,6 @@ class Step:
         if not loss.requires_grad:
             raise MeasureError("the loss does not depend on any trainable parameter: nothing to back-propagate")
         return loss
-
-    def _backward(self, loss: torch.Tensor, stand_ins: Slots, foreach_as_cuda: bool) -> bool:
-        loss.backward()
-        if self.optimizer is None:
-            return False
-        opt = self.last_optimizer = self.optimizer(stand_ins.trainable())
-        foreach = foreach_as_cuda and use_foreach(opt)
-        opt.step()
-        return foreach
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from .formulas.table import Pricer, pricer
 from .inputs import is_size_table, keeps_size_tables
 from .memory import MemoryLedger
 from .roofline import op_seconds
+from .workspaces import workspace_of
 
 # Metadata queries: no work, and decomposing them would recurse (as FlopCounterMode skips them).
 _QUERIES = frozenset(
@@ -144,6 +145,7 @@ class _OpFacts:
         "overwrites",
         "price",
         "query",
+        "workspace",
         "written",
     )
 
@@ -162,6 +164,8 @@ class _OpFacts:
         self.written = written_arguments(func)
         #: A functional op computed on its arguments' values when they all keep one.
         self.folds = shapes.memo_kind(func) == "fresh" and torch.Tag.nondeterministic_seeded not in func.tags
+        #: What its kernel takes beyond its outputs while it runs (``workspaces.py``).
+        self.workspace = workspace_of(func)
 
 
 _FACTS: dict[int, _OpFacts] = {}
@@ -354,6 +358,8 @@ class OpCounter(TorchDispatchMode):
             out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
         if self.ledger is not None:
             self.ledger.hold_outputs(out)
+            if facts.workspace is not None:
+                self.ledger.transient(facts.workspace(args, kwargs))
             if facts.communication:
                 self.ledger.mark_communication(out)
         if self.counting:

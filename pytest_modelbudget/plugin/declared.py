@@ -97,6 +97,7 @@ class DeclaredModel(pytest.Item):
                 outputs=chosen["outputs"],
                 parallel=chosen["parallel"],
                 gpu=session.file.settings.gpu_named(chosen["gpu"]),
+                step=chosen["step"],
             )
         except ModelBudgetError as exc:
             raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc

@@ -51,6 +51,7 @@ class ModelBudget:
         outputs: str | None = None,
         parallel: Any = None,
         gpu: Any = None,
+        step: str | None = None,
     ) -> ModelStats:
         """:func:`pytest_modelbudget.measure`; the options not given (``mode``, ``outputs``,
         ``parallel``, ``gpu``, ``device``) come from the marker, then ``[settings]``."""
@@ -62,6 +63,7 @@ class ModelBudget:
             "gpu": gpu,
             "parallel": parallel,
             "autocast": autocast,
+            "step": step,
         }
         return self._measure(
             model,
@@ -122,6 +124,7 @@ class ModelBudget:
             parallel=chosen["parallel"],
             autocast=getattr(torch, autocast) if isinstance(autocast, str) else autocast,
             gpu=self._gpu(chosen["gpu"]),
+            step=chosen["step"],
             **rest,
         )
 

@@ -24,6 +24,8 @@ class BudgetMarker:
     parallel: Mapping[str, Any] | None = None
     #: The GPU of ``roofline_time`` (checked against the budget file's when the test runs).
     gpu: str | None = None
+    #: Training with an optimizer: the step whose peak memory is the figure.
+    step: str | None = None
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> BudgetMarker:
@@ -82,6 +84,7 @@ class BudgetMarker:
             outputs=kwargs.get("outputs"),
             parallel=parallel,
             gpu=gpu,
+            step=kwargs.get("step"),
         )
 
     def options(self) -> dict[str, Any]:

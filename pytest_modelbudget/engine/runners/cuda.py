@@ -27,6 +27,9 @@ def run_cuda(step: Step, tensors: TensorInventory, device: torch.device) -> int:
     args, keywords = map_inputs(
         (step.args, step.keywords), lambda t: t.to(device, copy=True), lambda spec: spec.make(device)
     )
+    if step.step_kind == "steady":
+        # The steady step alone: the allocator's peak from where the first step left it.
+        step.steady_started = lambda: cuda.reset_peak_memory_stats(device)
     try:
         step.run(stand_ins, args, keywords, None)
     except ForwardError as error:
@@ -34,6 +37,8 @@ def run_cuda(step: Step, tensors: TensorInventory, device: torch.device) -> int:
             f"{type(step.model).__name__}.forward raised {type(error.error).__name__} on {device}: "
             f"{first_line(error.error)}"
         ) from error.error
+    finally:
+        step.steady_started = None
     cuda.synchronize(device)
     peak = cuda.max_memory_allocated(device) - before
     del stand_ins, args, keywords

@@ -1,0 +1,47 @@
+"""What kernels allocate beyond their outputs, for the duration of the call: memory an op's
+dispatch never shows, but the allocator counts (a peak can sit on it).
+
+One table, op overload -> bytes the kernel takes while it runs, from the op's arguments:
+
+- ``mm`` and ``addmm``: BLAS takes a matrix whose rows or columns are contiguous; an operand that
+  is neither (a broadcast gradient, stride 0: the default loss's ``sum`` gives one to the last
+  layer's backward) is copied contiguous for the call. The CPU kernel (``addmm_impl_cpu_``) and
+  the CUDA one (``prepare_matrix_for_cublas``) apply the same rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+Workspace = Callable[[tuple, dict], int]
+
+aten = torch.ops.aten
+
+
+def _blas_ready(matrix: Any) -> bool:
+    """A matrix BLAS takes as it is: unit stride along one dimension, and the other stride at
+    least that dimension's length (a dimension of length one has any stride)."""
+    if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2:
+        return True
+    rows, columns = matrix.shape
+    row_stride, column_stride = matrix.stride()
+    if rows <= 1 or columns <= 1:
+        return True
+    return (column_stride == 1 and row_stride >= columns) or (row_stride == 1 and column_stride >= rows)
+
+
+def _copies(*matrices: Any) -> int:
+    return sum(m.numel() * m.element_size() for m in matrices if not _blas_ready(m))
+
+
+WORKSPACES: dict[Any, Workspace] = {
+    aten.mm.default: lambda args, kwargs: _copies(args[0], args[1]),
+    aten.addmm.default: lambda args, kwargs: _copies(args[1], args[2]),
+}
+
+
+def workspace_of(func: Any) -> Workspace | None:
+    return WORKSPACES.get(func)

@@ -1,0 +1,123 @@
+"""Peak memory of training as loops run it, against the CPU allocator's own record of real steps
+(``tests/memory_reference.py``: torch.profiler's memory events): the first step, where the
+optimizer makes its state, and a steady one, where the state is alive throughout and the last
+step's outputs until the new forward returns."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from pytest_modelbudget import MeasureError
+
+from ..helpers import measure_checked
+from ..memory_reference import allocator_peaks
+
+OPTIMIZERS = {
+    "adamw": lambda params: torch.optim.AdamW(params),
+    "adamw-foreach": lambda params: torch.optim.AdamW(params, foreach=True),
+    # A small rate: the reference loop trains a copy for real, and sum() is a steep loss.
+    "sgd-momentum": lambda params: torch.optim.SGD(params, lr=1e-6, momentum=0.9),
+}
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(*[nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 256)) for _ in range(4)])
+
+
+def loop_peaks(model, inputs, make_optimizer, outputs="kept", loss_fn=lambda out: out.sum(), steps=3):
+    """The allocator's peak of each step of a real loop: ``logits, loss = model(x, y)`` keeps
+    them until the next forward returns; ``released`` keeps nothing."""
+    model = copy.deepcopy(model)  # trained for real: the copy, not the model under test
+    optimizer = make_optimizer(list(model.parameters()))
+    held = {}
+
+    def step():
+        if outputs == "kept":
+            held["out"] = model(inputs)
+            held["loss"] = loss_fn(held["out"])
+            held["loss"].backward()
+        else:
+            loss_fn(model(inputs)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    model.train()
+    return allocator_peaks(step, [*model.parameters(), *model.buffers(), inputs], steps)
+
+
+@pytest.mark.parametrize("outputs", ["kept", "released"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_first_and_steady_steps_are_the_allocators_to_the_byte(optimizer, outputs):
+    model, x = mlp(), torch.randn(16, 128, 256)
+    first, steady, third = loop_peaks(model, x, OPTIMIZERS[optimizer], outputs)
+    assert third == steady  # every step after the first is the same
+    stats = measure_checked(model, x, mode="training", optimizer=OPTIMIZERS[optimizer], outputs=outputs, device="cpu")
+    assert stats.peak_memory_steps == {"first": first, "steady": steady}
+    # AdamW's two moments (or SGD's momentum) are alive on every later step: the budget is that one.
+    assert steady > first and stats.peak_memory == steady and stats.peak_memory_step == "steady"
+    assert any(
+        note.startswith("the steady training step, the larger: first step") for note in stats.peak_memory_approximations
+    )
+
+
+def test_a_budget_can_hold_either_step():
+    model, x = mlp(), torch.randn(4, 16, 256)
+    both = measure_checked(model, x, mode="training", optimizer=OPTIMIZERS["adamw"], device="cpu")
+    first = measure_checked(model, x, mode="training", optimizer=OPTIMIZERS["adamw"], device="cpu", step="first")
+    steady = measure_checked(model, x, mode="training", optimizer=OPTIMIZERS["adamw"], device="cpu", step="steady")
+    assert first.peak_memory == both.peak_memory_steps["first"] and first.peak_memory_step == "first"
+    assert first.peak_memory_steps == {"first": first.peak_memory}  # the steady step is not run
+    assert steady.peak_memory == both.peak_memory_steps["steady"] and steady.peak_memory_step == "steady"
+    # The other figures are of one step whatever the step.
+    assert first.macs == steady.macs == both.macs
+    with pytest.raises(MeasureError, match="step='steady' chooses between an optimizer's first and steady"):
+        measure_checked(model, x, mode="training", step="steady")
+    with pytest.raises(MeasureError, match="step must be one of 'first', 'steady'"):
+        measure_checked(model, x, mode="training", optimizer=OPTIMIZERS["adamw"], step="second")
+
+
+def test_a_broadcast_gradient_is_copied_for_blas():
+    # The default loss, sum(), gives the last layer's backward a gradient of stride 0; the CPU
+    # kernel of mm (and cuBLAS's) copies such an operand contiguous for the call: 16x128x256 fp32,
+    # 2,097,152 B, at the peak. With a loss whose gradient is a real tensor, there is no copy.
+    model, x = mlp(), torch.randn(16, 128, 256)
+    for loss_fn in (lambda out: out.sum(), lambda out: out.pow(2).mean()):
+        (reference,) = loop_peaks(model, x, OPTIMIZERS["sgd-momentum"], loss_fn=loss_fn, steps=1)
+        stats = measure_checked(
+            model, x, mode="training", optimizer=OPTIMIZERS["sgd-momentum"], device="cpu", loss_fn=loss_fn, step="first"
+        )
+        assert stats.peak_memory == reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_transformers_language_models_steady_step(family):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if family == "llama":
+        config = transformers.LlamaConfig(
+            hidden_size=256,
+            intermediate_size=688,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=1000,
+            attn_implementation="eager",
+        )
+        model = transformers.LlamaForCausalLM(config)
+    else:
+        config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=1000, attn_implementation="eager")
+        model = transformers.GPT2LMHeadModel(config)
+    ids = torch.randint(0, 1000, (4, 256))
+    loss_fn = lambda out: out.logits.float().pow(2).mean()  # noqa: E731
+    first, steady = loop_peaks(model, ids, OPTIMIZERS["adamw"], loss_fn=loss_fn, steps=2)
+    stats = measure_checked(model, ids, mode="training", optimizer=OPTIMIZERS["adamw"], device="cpu", loss_fn=loss_fn)
+    # Within 64 bytes: scalars the model's code makes outside any op (the allocator sees them).
+    assert stats.peak_memory_steps["first"] == pytest.approx(first, abs=64)
+    assert stats.peak_memory_steps["steady"] == pytest.approx(steady, abs=64)
+    assert stats.peak_memory == stats.peak_memory_steps["steady"]
