@@ -202,6 +202,25 @@ def following_resizes(ledger: MemoryLedger) -> Iterator[None]:
 
 
 @contextmanager
+def following_rng_states(ledger: MemoryLedger) -> Iterator[None]:
+    """Charge the CPU generator's state to ``ledger`` each time code takes a copy (activation
+    checkpointing keeps one per checkpointed call until its recomputation, 5,056 bytes): a real
+    CPU tensor made without an op. Host memory: only a CPU estimate counts it."""
+    original = torch.get_rng_state
+
+    def get_rng_state() -> torch.Tensor:
+        state = original()
+        ledger.hold((state,))
+        return state
+
+    torch.get_rng_state = get_rng_state
+    try:
+        yield
+    finally:
+        torch.get_rng_state = original
+
+
+@contextmanager
 def deterministic_frees() -> Iterator[None]:
     """Free by reference counting only, while the step runs.
 

@@ -21,7 +21,7 @@ from ..gpus import Gpu
 from . import adapters
 from .caches import cleared_after, method_caches
 from .loss import default_loss, describe_output
-from .memory import MemoryLedger, StepMemory, deterministic_frees, following_resizes
+from .memory import MemoryLedger, StepMemory, deterministic_frees, following_resizes, following_rng_states
 from .simulation import CudaAttention, use_foreach
 from .standins import Slots
 from .target import MemoryTarget
@@ -129,6 +129,14 @@ class Step:
             approximations.extend(attention.approximations())
         if foreach:
             approximations.append("optimizer run with foreach=True, its default on CUDA")
+        if counter.recomputed:
+            outermost = sorted(
+                n for n in counter.recomputed if not any(n.startswith(o + ".") for o in counter.recomputed if o)
+            )
+            shown = ", ".join(outermost[:4]) + (f" and {len(outermost) - 4} more" if len(outermost) > 4 else "")
+            approximations.append(
+                f"activation checkpointing: the forward of {shown} run again in backward, as the real step does"
+            )
         return Watched(counter, approximations, dict(self.step_peaks))
 
     def memory(self, watched: Watched, execution: str) -> StepMemory:
@@ -185,12 +193,17 @@ class Step:
             if ledger is not None:
                 stack.enter_context(deterministic_frees())
                 stack.enter_context(following_resizes(ledger))
+                if self.target.simulated == "cpu":
+                    stack.enter_context(following_rng_states(ledger))
                 ledger.hold(stand_ins.held)
                 ledger.hold(t for t in tree_flatten((args, keywords))[0] if isinstance(t, torch.Tensor))
                 stack.enter_context(counter.watching())
+            # Installed for the whole step, not the forward alone: activation checkpointing runs
+            # the forward again in backward, and must find the stand-ins there too.
+            stack.enter_context(stand_ins.installed())
             if self.mode == "inference":
                 with torch.no_grad(), autocast:
-                    self._forward(stand_ins, args, keywords)
+                    self._forward(args, keywords)
                 return counter, False
             with torch.enable_grad():
                 foreach = self._train(stand_ins, args, keywords, counter, ledger, autocast, foreach_as_cuda)
@@ -225,13 +238,17 @@ class Step:
                 elif self.steady_started is not None:
                     self.steady_started()
             with autocast:
-                output = self._forward(stand_ins, args, keywords)
+                output = self._forward(args, keywords)
             held = ()  # the last iteration's outputs, dropped once the new ones are assigned
             counter.counting = False
             loss = self._loss(output)
             if self.outputs == "released":
                 del output  # only the loss, and the graph behind it, stay for backward
-            loss.backward()
+            counter.in_backward = True
+            try:
+                loss.backward()
+            finally:
+                counter.in_backward = False
             if opt is not None:
                 opt.step()
             held = (output, loss) if self.outputs == "kept" else (loss,)
@@ -246,10 +263,9 @@ class Step:
             return contextlib.nullcontext()
         return torch.autocast(device_type, dtype=self.autocast)
 
-    def _forward(self, stand_ins: Slots, args: Any, keywords: Any) -> Any:
+    def _forward(self, args: Any, keywords: Any) -> Any:
         try:
-            with stand_ins.installed():
-                return self.model(*args, **keywords)
+            return self.model(*args, **keywords)
         except MeasureError:
             raise
         except Exception as error:

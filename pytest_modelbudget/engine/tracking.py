@@ -269,6 +269,10 @@ class OpCounter(TorchDispatchMode):
         self._stack: list[str] = []
         self._not_decomposable: set[Any] = set()
         self.counting = True
+        #: Set by the step while backward runs: a module's forward then is a recomputation
+        #: (activation checkpointing), and is counted in ``recomputed``.
+        self.in_backward = False
+        self.recomputed: set[str] = set()
         self.macs: dict[str, int] = defaultdict(int)
         self.flops: dict[str, int] = defaultdict(int)
         self.calls: Counter[str] = Counter()
@@ -287,6 +291,8 @@ class OpCounter(TorchDispatchMode):
             self._stack.append(name)
             if self.counting:
                 self.calls[name] += 1
+            elif self.in_backward:
+                self.recomputed.add(name)
             if self.ledger is not None:
                 self.ledger.enter(name)
 
