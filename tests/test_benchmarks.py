@@ -38,3 +38,28 @@ def test_compare_tools_rejects_an_unknown_tool():
     )
     assert done.returncode == 2
     assert "unknown model or tool: torchsummary" in done.stderr
+
+
+def test_the_gpu_memory_benchmark_runs_on_the_cpu_against_the_allocator(tmp_path):
+    # On a machine without CUDA it compares the estimate with the CPU allocator's record; the same
+    # script adds the CUDA columns where a GPU is (the README says how to run it there).
+    out = tmp_path / "rows.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_memory.py", "--quick", "--cpu", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| mlp 16x128x256 AdamW | training |" in done.stdout
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 3
+    # The quick cases are ones the estimate is exact on: the benchmark reports the error it sees.
+    assert all(row["error"] == 0 for row in rows), rows
+    help_text = subprocess.run(
+        [sys.executable, "benchmarks/gpu_memory.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert help_text.returncode == 0 and "--quick" in help_text.stdout

@@ -237,11 +237,12 @@ class Step:
                     self.step_peaks["first"] = ledger.start_window()
                 elif self.steady_started is not None:
                     self.steady_started()
+            # The loss under autocast too, backward outside it: PyTorch's AMP recipe.
             with autocast:
                 output = self._forward(args, keywords)
-            held = ()  # the last iteration's outputs, dropped once the new ones are assigned
-            counter.counting = False
-            loss = self._loss(output)
+                held = ()  # the last iteration's outputs, dropped once the new ones are assigned
+                counter.counting = False
+                loss = self._loss(output)
             if self.outputs == "released":
                 del output  # only the loss, and the graph behind it, stay for backward
             counter.in_backward = True
