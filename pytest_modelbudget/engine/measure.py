@@ -36,8 +36,13 @@ from .runners import run_cuda, run_fake, run_meta, run_real, run_sharded
 from .step import ForwardError, Step, Watched, first_line
 from .target import MemoryTarget
 from .tracking import ValuesUnknown
-from .wrappers import unwrap
+from .wrappers import is_compiled, unwrap
 
+#: A compiled model's peak memory is not estimated as inductor runs it: said, never implied.
+COMPILED = (
+    "the model is torch.compile'd: this is the eager step's peak memory; inductor fuses ops and keeps other "
+    "activations for backward, so the compiled step's differs (usually less)"
+)
 AUTOCAST_DTYPES = tuple(getattr(torch, name) for name in AUTOCAST.choices)
 
 
@@ -122,6 +127,7 @@ def measure(
         forward_kwargs = kwargs
     sharding = Parallel.from_value(parallel) if parallel is not None else None
     named_gpu = _gpu(gpu)
+    compiled = is_compiled(model)
     model, notes = unwrap(model)
     lazy = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if is_lazy(tensor)]
     if lazy:
@@ -176,6 +182,8 @@ def measure(
             )
         return _sharded_stats(model, run, tensors, watched, sharding, notes)
     memory = run.memory(watched, execution)
+    if compiled:
+        memory.approximations.append(COMPILED)
     if target.exact is not None:
         memory.exact = run_cuda(run, tensors, target.exact)
     return assemble_stats(tensors, model, watched.counter, memory, mode=mode, execution=execution, notes=notes)

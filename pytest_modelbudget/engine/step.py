@@ -26,6 +26,7 @@ from .simulation import CudaAttention, use_foreach
 from .standins import Slots
 from .target import MemoryTarget
 from .tracking import OpCounter
+from .workspaces import unmodelled_notes
 
 
 class ForwardError(Exception):
@@ -129,6 +130,7 @@ class Step:
             approximations.extend(attention.approximations())
         if foreach:
             approximations.append("optimizer run with foreach=True, its default on CUDA")
+        approximations.extend(unmodelled_notes(counter.unmodelled, self.target.simulated, self.autocast))
         if counter.recomputed:
             outermost = sorted(
                 n for n in counter.recomputed if not any(n.startswith(o + ".") for o in counter.recomputed if o)

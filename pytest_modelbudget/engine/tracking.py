@@ -29,7 +29,7 @@ from .formulas.table import Pricer, pricer
 from .inputs import is_size_table, keeps_size_tables
 from .memory import MemoryLedger
 from .roofline import op_seconds
-from .workspaces import workspace_of
+from .workspaces import UNMODELLED, workspace_of
 
 # Metadata queries: no work, and decomposing them would recurse (as FlopCounterMode skips them).
 _QUERIES = frozenset(
@@ -145,6 +145,7 @@ class _OpFacts:
         "overwrites",
         "price",
         "query",
+        "unmodelled",
         "workspace",
         "written",
     )
@@ -164,8 +165,10 @@ class _OpFacts:
         self.written = written_arguments(func)
         #: A functional op computed on its arguments' values when they all keep one.
         self.folds = shapes.memo_kind(func) == "fresh" and torch.Tag.nondeterministic_seeded not in func.tags
-        #: What its kernel takes beyond its outputs while it runs (``workspaces.py``).
+        #: What its kernel takes beyond its outputs while it runs (``workspaces.py``), and
+        #: whether it may take more than that on some backend (named in the approximations).
         self.workspace = workspace_of(func)
+        self.unmodelled = packet in UNMODELLED
 
 
 _FACTS: dict[int, _OpFacts] = {}
@@ -273,6 +276,8 @@ class OpCounter(TorchDispatchMode):
         #: (activation checkpointing), and is counted in ``recomputed``.
         self.in_backward = False
         self.recomputed: set[str] = set()
+        #: Ops run whose kernels allocate what the estimate does not know on some backend.
+        self.unmodelled: set[Any] = set()
         self.macs: dict[str, int] = defaultdict(int)
         self.flops: dict[str, int] = defaultdict(int)
         self.calls: Counter[str] = Counter()
@@ -366,6 +371,8 @@ class OpCounter(TorchDispatchMode):
             self.ledger.hold_outputs(out)
             if facts.workspace is not None:
                 self.ledger.transient(facts.workspace(args, kwargs))
+            if facts.unmodelled:
+                self.unmodelled.add(func._overloadpacket)
             if facts.communication:
                 self.ledger.mark_communication(out)
         if self.counting:

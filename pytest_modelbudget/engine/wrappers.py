@@ -21,6 +21,18 @@ def unwrap(model: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
         model = inner
 
 
+def is_compiled(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is, or wraps, a ``torch.compile``'d module."""
+    compiled = _optimized_module_class()
+    while True:
+        if compiled is not None and isinstance(model, compiled):
+            return True
+        inner = _wrapped(model)
+        if inner is None:
+            return False
+        model = inner
+
+
 def _wrapped(model: torch.nn.Module) -> torch.nn.Module | None:
     if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
         return cast(torch.nn.Module, model.module)

@@ -226,3 +226,35 @@ def test_transformers_gradient_checkpointing(reentrant):
         note.startswith("activation checkpointing: the forward of model.layers.0")
         for note in stats.peak_memory_approximations
     )
+
+
+# --- what the estimate says it leaves out -------------------------------------------------------------
+
+
+def test_a_compiled_model_is_said_to_be_measured_eager():
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
+    compiled = torch.compile(model)
+    stats = measure_checked(compiled, torch.randn(4, 64), mode="training", device="cpu")
+    eager = measure_checked(model, torch.randn(4, 64), mode="training", device="cpu")
+    assert stats.peak_memory == eager.peak_memory
+    assert any(
+        note.startswith("the model is torch.compile'd: this is the eager step's")
+        for note in stats.peak_memory_approximations
+    )
+    assert not any("torch.compile" in note for note in eager.peak_memory_approximations)
+
+
+def test_convolutions_and_cpu_bf16_matmuls_name_their_unmodelled_workspaces():
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 14 * 14, 4))
+    stats = measure_checked(conv, torch.randn(2, 3, 16, 16), mode="training", device="cpu")
+    assert any(
+        note.startswith("convolutions' kernel workspaces are not in the estimate")
+        for note in stats.peak_memory_approximations
+    )
+    mlp_bf16 = measure_checked(mlp(), torch.randn(2, 8, 256), mode="training", device="cpu", autocast=torch.bfloat16)
+    assert any(
+        note.startswith("oneDNN's scratchpads for reduced-precision matmuls")
+        for note in mlp_bf16.peak_memory_approximations
+    )
+    plain = measure_checked(mlp(), torch.randn(2, 8, 256), mode="training", device="cpu")
+    assert not any("oneDNN" in note or "convolutions'" in note for note in plain.peak_memory_approximations)
