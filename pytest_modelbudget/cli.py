@@ -16,7 +16,7 @@ from .factories import FactoryError, load_callable
 from .figures import ROOFLINE_TIME
 from .gate.render import DEFAULT_TREE, TREE_COLUMNS
 from .gpus import GPUS
-from .options import AUTOCAST, MODE, OUTPUTS, STEP, resolve
+from .options import ACCUMULATION_STEPS, AUTOCAST, MODE, OUTPUTS, SET_TO_NONE, STEP, resolve
 
 
 def _shape(text: str) -> list[int]:
@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimizer", help='training: the optimizer class that takes the step, e.g. "torch.optim:AdamW"'
     )
     parser.add_argument("--step", choices=STEP.choices, help=STEP.help)
+    parser.add_argument("--accumulation-steps", type=int, help=ACCUMULATION_STEPS.help)
+    parser.add_argument("--set-to-none", choices=("true", "false"), help=SET_TO_NONE.help)
     parser.add_argument("--autocast", choices=AUTOCAST.choices, help="run the step under torch.autocast to this dtype")
     parser.add_argument(
         "--gpu",
@@ -209,6 +211,8 @@ def _measure(args: argparse.Namespace) -> Any:
         "gpu": args.gpu,
         "parallel": parallel,
         "step": args.step,
+        "accumulation_steps": args.accumulation_steps,
+        "set_to_none": None if args.set_to_none is None else args.set_to_none == "true",
     }
     optimizer = None
     if args.optimizer:
@@ -233,6 +237,8 @@ def _measure(args: argparse.Namespace) -> Any:
         gpu=chosen["gpu"],
         optimizer=optimizer,
         step=chosen["step"],
+        accumulation_steps=chosen["accumulation_steps"],
+        set_to_none=chosen["set_to_none"],
     )
     return stats
 

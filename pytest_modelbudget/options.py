@@ -56,6 +56,18 @@ STEP = Option(
     "training with an optimizer: the step whose peak memory is the figure, first or steady (every later "
     "one, the optimizer's state alive); default: the larger",
 )
+ACCUMULATION_STEPS = Option(
+    "accumulation_steps",
+    LEVELS[:3],
+    1,
+    help="training: forward/backward micro-steps before each optimizer step (gradient accumulation)",
+)
+SET_TO_NONE = Option(
+    "set_to_none",
+    LEVELS[:3],
+    True,
+    help="training with an optimizer: zero_grad frees the gradients (true, PyTorch's default) or zeroes them",
+)
 AUTOCAST = Option("autocast", ("argument", "entry"), None, get_args(AutocastName), "run the step under torch.autocast")
 DEVICE = Option(
     "device",
@@ -65,7 +77,10 @@ DEVICE = Option(
 GPU = Option("gpu", LEVELS, help="the GPU of roofline_time: a built-in name or one of [settings.gpus]")
 PARALLEL = Option("parallel", LEVELS[:3], help="one rank of a sharded step: {strategy, world_size, ...}")
 
-OPTIONS: dict[str, Option] = {option.name: option for option in (MODE, OUTPUTS, PARALLEL, GPU, STEP, AUTOCAST, DEVICE)}
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (MODE, OUTPUTS, PARALLEL, GPU, STEP, ACCUMULATION_STEPS, SET_TO_NONE, AUTOCAST, DEVICE)
+}
 #: Options the ``budget`` marker takes besides its limits.
 MARKER_OPTIONS: tuple[str, ...] = tuple(name for name, option in OPTIONS.items() if "marker" in option.levels)
 #: Every key of the ``budget`` marker but the limits: its own (the budget's tolerance and name) and the options.

@@ -163,6 +163,10 @@ class Entry(_Strict):
     outputs: OutputsName | None = None
     #: Training with an optimizer: the step whose peak memory is the figure (default: the larger).
     step: StepName | None = None
+    #: Training: forward/backward micro-steps before each optimizer step.
+    accumulation_steps: int | None = Field(default=None, ge=1)
+    #: Training with an optimizer: zero_grad frees the gradients (default) or zeroes them.
+    set_to_none: bool | None = None
     autocast: AutocastName | None = None
     #: One rank of a sharded step: peak_memory is that rank's.
     parallel: ParallelSpec | None = None

@@ -63,6 +63,8 @@ def measure(
     parallel: Parallel | dict[str, Any] | None = None,
     gpu: str | Gpu | None = None,
     step: str | None = None,
+    accumulation_steps: int = 1,
+    set_to_none: bool = True,
 ) -> ModelStats:
     """Measure one ``forward`` call of ``model`` (and, with ``mode="training"``, its backward and
     optimizer step) without changing the model.
@@ -94,6 +96,10 @@ def measure(
     throughout, the last step's outputs until the forward returns); by default the larger of the
     two, since a budget must hold on every step. ``peak_memory_steps`` gives both.
 
+    ``accumulation_steps`` (training): forward/backward micro-steps on ``inputs`` before each
+    optimizer step, their gradients adding up; ``set_to_none=False``: the optimizer's ``zero_grad``
+    zeroes the gradients rather than freeing them, so they stay allocated through the next step.
+
     ``gpu`` (a name in ``pytest_modelbudget.gpus.GPUS`` such as ``"h100-sxm"``, or a ``Gpu``)
     adds ``roofline_time``: the forward's ops at that GPU's peak and bandwidth, a lower bound.
     """
@@ -107,6 +113,12 @@ def measure(
         raise MeasureError(f"dtype must be a torch.dtype such as torch.float16, found {dtype!r}")
     if outputs not in OUTPUTS.choices:
         raise MeasureError(f"outputs must be one of {', '.join(map(repr, OUTPUTS.choices))}, found {outputs!r}")
+    if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
+        raise MeasureError(
+            f"accumulation_steps must be a whole number of micro-steps, 1 or more, found {accumulation_steps!r}"
+        )
+    if not isinstance(set_to_none, bool):
+        raise MeasureError(f"set_to_none must be True or False, found {set_to_none!r}")
     if step is not None and step not in STEP.choices:
         raise MeasureError(f"step must be one of {', '.join(map(repr, STEP.choices))}, found {step!r}")
     if step is not None and (mode != "training" or optimizer is None):
@@ -142,6 +154,8 @@ def measure(
     run = Step(model, args, keywords, mode, loss_fn, optimizer, autocast, target, outputs)
     run.gpu = named_gpu
     run.step_kind = step
+    run.accumulation_steps = accumulation_steps
+    run.set_to_none = set_to_none
 
     name = type(model).__name__
     try:

@@ -91,6 +91,10 @@ class Step:
         #: Training with an optimizer: the step whose peak is the figure, "first" or "steady"
         #: (every later one: the optimizer's state alive); None, the larger of the two.
         self.step_kind: str | None = None
+        #: Training: forward/backward micro-steps before each optimizer step, and whether the
+        #: optimizer's ``zero_grad`` frees the gradients (else it zeroes them, kept allocated).
+        self.accumulation_steps = 1
+        self.set_to_none = True
         #: The estimated peak of each training step run ("first", "steady"), from the last run.
         self.step_peaks: dict[str, int] = {}
         #: Called as a run on a device (no ledger) starts its steady step: the CUDA runner resets
@@ -161,6 +165,13 @@ class Step:
         notes.extend(watched.approximations)
         if self.autocast is not None:
             notes.append(f"autocast to {str(self.autocast).removeprefix('torch.')} with the CPU autocast op lists")
+        if self.mode == "training" and self.accumulation_steps > 1:
+            notes.append(
+                f"gradient accumulation: {self.accumulation_steps} forward/backward micro-steps before each optimizer "
+                "step, the gradients alive across them"
+            )
+        if self.mode == "training" and self.optimizer is not None and not self.set_to_none:
+            notes.append("zero_grad(set_to_none=False): the gradients stay allocated, zeroed, through the next step")
         peaks = watched.step_peaks
         if not peaks:
             return StepMemory(ledger.peak, dict(ledger.module_peaks), notes)
@@ -233,29 +244,34 @@ class Step:
         for kind in steps:
             if kind == "steady":
                 assert opt is not None
-                # set_to_none=True, the default since PyTorch 2.0: gradients do not outlive the step.
-                opt.zero_grad(set_to_none=True)
+                # set_to_none=True (PyTorch's default): gradients do not outlive the step; False
+                # zeroes them in place, and they stay allocated through the next one.
+                opt.zero_grad(set_to_none=self.set_to_none)
                 if ledger is not None:
                     self.step_peaks["first"] = ledger.start_window()
                 elif self.steady_started is not None:
                     self.steady_started()
-            # The loss under autocast too, backward outside it: PyTorch's AMP recipe.
-            with autocast:
-                output = self._forward(args, keywords)
-                held = ()  # the last iteration's outputs, dropped once the new ones are assigned
-                counter.counting = False
-                loss = self._loss(output)
-            if self.outputs == "released":
-                del output  # only the loss, and the graph behind it, stay for backward
-            counter.in_backward = True
-            try:
-                loss.backward()
-            finally:
-                counter.in_backward = False
+            # Gradient accumulation: micro-steps whose gradients add up before the optimizer's step.
+            for _ in range(self.accumulation_steps):
+                # The loss under autocast too, backward outside it: PyTorch's AMP recipe.
+                with autocast:
+                    output = self._forward(args, keywords)
+                    held = ()  # the last micro-step's outputs, dropped once the new ones are assigned
+                    counter.counting = False
+                    loss = self._loss(output)
+                    if self.accumulation_steps > 1:
+                        loss = loss / self.accumulation_steps
+                if self.outputs == "released":
+                    del output  # only the loss, and the graph behind it, stay for backward
+                counter.in_backward = True
+                try:
+                    loss.backward()
+                finally:
+                    counter.in_backward = False
+                held = (output, loss) if self.outputs == "kept" else (loss,)
+                del loss
             if opt is not None:
                 opt.step()
-            held = (output, loss) if self.outputs == "kept" else (loss,)
-            del loss
         if ledger is not None and opt is not None:
             self.step_peaks[steps[-1]] = ledger.peak if len(steps) == 1 else ledger.window_peak
         del held

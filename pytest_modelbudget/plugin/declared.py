@@ -98,6 +98,8 @@ class DeclaredModel(pytest.Item):
                 parallel=chosen["parallel"],
                 gpu=session.file.settings.gpu_named(chosen["gpu"]),
                 step=chosen["step"],
+                accumulation_steps=chosen["accumulation_steps"],
+                set_to_none=chosen["set_to_none"],
             )
         except ModelBudgetError as exc:
             raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc

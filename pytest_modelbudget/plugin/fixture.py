@@ -52,6 +52,8 @@ class ModelBudget:
         parallel: Any = None,
         gpu: Any = None,
         step: str | None = None,
+        accumulation_steps: int | None = None,
+        set_to_none: bool | None = None,
     ) -> ModelStats:
         """:func:`pytest_modelbudget.measure`; the options not given (``mode``, ``outputs``,
         ``parallel``, ``gpu``, ``device``) come from the marker, then ``[settings]``."""
@@ -64,6 +66,8 @@ class ModelBudget:
             "parallel": parallel,
             "autocast": autocast,
             "step": step,
+            "accumulation_steps": accumulation_steps,
+            "set_to_none": set_to_none,
         }
         return self._measure(
             model,
@@ -125,6 +129,8 @@ class ModelBudget:
             autocast=getattr(torch, autocast) if isinstance(autocast, str) else autocast,
             gpu=self._gpu(chosen["gpu"]),
             step=chosen["step"],
+            accumulation_steps=chosen["accumulation_steps"],
+            set_to_none=chosen["set_to_none"],
             **rest,
         )
 

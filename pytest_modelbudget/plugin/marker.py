@@ -26,6 +26,8 @@ class BudgetMarker:
     gpu: str | None = None
     #: Training with an optimizer: the step whose peak memory is the figure.
     step: str | None = None
+    accumulation_steps: int | None = None
+    set_to_none: bool | None = None
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> BudgetMarker:
@@ -73,6 +75,12 @@ class BudgetMarker:
                 raise BudgetUsageError(
                     f"budget marker: parallel={kwargs['parallel']!r}: {where + ': ' if where else ''}{first['msg']}"
                 ) from None
+        steps = kwargs.get("accumulation_steps")
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            raise BudgetUsageError(f"budget marker: accumulation_steps={steps!r}; expected a whole number, 1 or more")
+        set_to_none = kwargs.get("set_to_none")
+        if set_to_none is not None and not isinstance(set_to_none, bool):
+            raise BudgetUsageError(f"budget marker: set_to_none={set_to_none!r}; expected True or False")
         gpu = kwargs.get("gpu")
         if gpu is not None and (not isinstance(gpu, str) or not gpu):
             raise BudgetUsageError(f'budget marker: gpu={gpu!r}; expected a GPU\'s name such as "h100-sxm"')
@@ -85,6 +93,8 @@ class BudgetMarker:
             parallel=parallel,
             gpu=gpu,
             step=kwargs.get("step"),
+            accumulation_steps=steps,
+            set_to_none=set_to_none,
         )
 
     def options(self) -> dict[str, Any]:

@@ -258,3 +258,38 @@ def test_convolutions_and_cpu_bf16_matmuls_name_their_unmodelled_workspaces():
     )
     plain = measure_checked(mlp(), torch.randn(2, 8, 256), mode="training", device="cpu")
     assert not any("oneDNN" in note or "convolutions'" in note for note in plain.peak_memory_approximations)
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+@pytest.mark.parametrize("accumulation_steps", [1, 3])
+def test_gradient_accumulation_and_zeroed_gradients_are_the_allocators(accumulation_steps, set_to_none):
+    model, x = mlp(), torch.randn(16, 128, 256)
+    copy_ = copy.deepcopy(model)
+    copy_.train()
+    optimizer = OPTIMIZERS["adamw"](list(copy_.parameters()))
+    held = {}
+
+    def step():  # the loop PyTorch's docs write for gradient accumulation
+        for _ in range(accumulation_steps):
+            held["out"] = copy_(x)
+            held["loss"] = held["out"].sum() / accumulation_steps if accumulation_steps > 1 else held["out"].sum()
+            held["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=set_to_none)
+
+    first, steady, _ = allocator_peaks(step, [*copy_.parameters(), x], 3)
+    stats = measure_checked(
+        model,
+        x,
+        mode="training",
+        device="cpu",
+        optimizer=OPTIMIZERS["adamw"],
+        accumulation_steps=accumulation_steps,
+        set_to_none=set_to_none,
+    )
+    assert stats.peak_memory_steps == {"first": first, "steady": steady}
+    notes = " ".join(stats.peak_memory_approximations)
+    assert ("gradient accumulation: 3 forward/backward micro-steps" in notes) == (accumulation_steps == 3)
+    assert ("zero_grad(set_to_none=False)" in notes) == (not set_to_none)
+    with pytest.raises(MeasureError, match="accumulation_steps must be a whole number of micro-steps, 1 or more"):
+        measure_checked(model, x, mode="training", accumulation_steps=0)
