@@ -347,6 +347,7 @@ def _terminal_summary(terminalreporter: Any, config: pytest.Config, budget_sessi
 
     records = budget_session.records
     stale = budget_session.stale
+    _on_the_last_line(terminalreporter, budget_session)
     if (
         not records
         and not stale
@@ -392,6 +393,21 @@ def _terminal_summary(terminalreporter: Any, config: pytest.Config, budget_sessi
             terminalreporter.write_line(line)
     if stale:
         _stale_summary(terminalreporter, budget_session)
+
+
+def _on_the_last_line(terminalreporter: Any, budget_session: BudgetSession) -> None:
+    """What fails the run besides its tests, counted in pytest's last line ("4 passed, 1 stale
+    budget entry failing the run"): a red job whose last line read "4 passed" would send the
+    reader looking for a test that failed."""
+    stats = terminalreporter.stats
+    left = [n for n in budget_session.stale if n not in budget_session.removed] if budget_session.strict else []
+    if left:
+        stats.setdefault(f"stale budget entr{'y' if len(left) == 1 else 'ies'} failing the run", []).extend(left)
+    conflicts = sorted(budget_session.conflicts)
+    if conflicts:
+        stats.setdefault(f"budget name{'' if len(conflicts) == 1 else 's'} checked by several tests", []).extend(
+            conflicts
+        )
 
 
 def _entries(count: int) -> str:

@@ -94,22 +94,28 @@ def test_a_broadcast_gradient_is_copied_for_blas():
         assert stats.peak_memory == reference
 
 
+def small_llama(transformers, **options):
+    """Two layers of Llama's shape, grouped-query attention included, eager attention."""
+    config = transformers.LlamaConfig(
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1000,
+        attn_implementation="eager",
+        **options,
+    )
+    return transformers.LlamaForCausalLM(config)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_transformers_language_models_steady_step(family):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     if family == "llama":
-        config = transformers.LlamaConfig(
-            hidden_size=256,
-            intermediate_size=688,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=1000,
-            attn_implementation="eager",
-        )
-        model = transformers.LlamaForCausalLM(config)
+        model = small_llama(transformers)
     else:
         config = transformers.GPT2Config(n_layer=2, n_embd=128, n_head=4, vocab_size=1000, attn_implementation="eager")
         model = transformers.GPT2LMHeadModel(config)
@@ -204,17 +210,7 @@ def test_activation_checkpointing_is_the_allocators_to_the_byte(how):
 def test_transformers_gradient_checkpointing(reentrant):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=1000,
-        attn_implementation="eager",
-        use_cache=False,
-    )
-    model = transformers.LlamaForCausalLM(config)
+    model = small_llama(transformers, use_cache=False)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     ids = torch.randint(0, 1000, (4, 256))
     loss_fn = lambda out: out.logits.float().pow(2).mean()  # noqa: E731

@@ -113,6 +113,9 @@ def test_stale_entries_fail_a_strict_run_only(project):
     strict.stdout.fnmatch_lines(
         ["*remove them with pytest --update-budgets --prune-budgets (strict mode: they fail the run)*"]
     )
+    # pytest's last line says why the job is red, not "2 passed" alone.
+    assert "2 passed, 1 stale budget entry failing the run" in strict.stdout.lines[-1]
+    assert "stale" not in local.stdout.lines[-1]
 
 
 def test_declared_models_carry_the_budget_marker(project):
@@ -254,4 +257,5 @@ def test_one_name_for_two_models_is_an_error_naming_both(project, workers):
     result = project.runpytest("-p", "no:cacheprovider", "--update-budgets", "test_a.py", *workers)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*'shared'*test_a.py::test_one*test_a.py::test_two*give each model its own name=...*"])
+    assert "1 budget name checked by several tests" in result.stdout.lines[-1]
     assert "shared" not in budgets(project) and budgets(project).startswith(before.rstrip())
