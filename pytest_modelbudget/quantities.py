@@ -33,23 +33,29 @@ def byte_units(units: Units) -> Iterator[None]:
         _UNITS.reset(token)
 
 
-COUNT_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+#: Count suffixes, case as written: SI's kilo is k (K is read too); M, G and T are upper case
+#: only, since m is milli.
+COUNT_SUFFIXES = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+#: Byte units, case as written: B is a byte (b would be a bit), the binary ones end in iB.
 BYTE_UNITS = {
     "B": 1,
+    "kB": 10**3,
     "KB": 10**3,
     "MB": 10**6,
     "GB": 10**9,
     "TB": 10**12,
-    "KIB": 2**10,
-    "MIB": 2**20,
-    "GIB": 2**30,
-    "TIB": 2**40,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
 }
 
-#: Durations, in nanoseconds (``roofline_time``).
-TIME_UNITS = {"NS": 1, "US": 10**3, "MS": 10**6, "S": 10**9}
+#: Durations, in nanoseconds (``roofline_time``), lower case as SI writes them.
+TIME_UNITS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9}
 
-_NUMBER = re.compile(r"^\s*([0-9][0-9_]*(?:\.[0-9]+)?|\.[0-9]+)\s*([A-Za-zµ]*)\s*$")
+_UNIT_TABLES = {"count": COUNT_SUFFIXES, "bytes": BYTE_UNITS, "time": TIME_UNITS}
+
+_NUMBER = re.compile(r"^([0-9][0-9_]*(?:\.[0-9]+)?|\.[0-9]+)(\s*)([A-Za-zµ]*)$")
 
 
 class QuantityError(ValueError):
@@ -57,7 +63,10 @@ class QuantityError(ValueError):
 
 
 def parse_quantity(value: object, kind: Kind) -> int:
-    """Read ``value`` (an int or a human string) as a whole number of elements or bytes."""
+    """Read ``value`` (an int or a human string) as a whole number of elements, bytes or
+    nanoseconds. Units are case-sensitive and follow the number with no space (``"12M"``,
+    ``"46MiB"``, ``"2.5ms"``); a value that is not a whole number of the smallest unit is an error,
+    never rounded."""
     if isinstance(value, bool):
         raise QuantityError(f"expected {_expected(kind)}, found a boolean {value!r}")
     if isinstance(value, int):
@@ -67,26 +76,43 @@ def parse_quantity(value: object, kind: Kind) -> int:
     if isinstance(value, float):
         if value < 0 or value != value or value in (float("inf"), float("-inf")):
             raise QuantityError(f"expected a finite, non-negative {kind}, found {value}")
-        return round(value)
+        if not value.is_integer():
+            raise QuantityError(f"expected a whole number, found {value} ({_expected(kind)})")
+        return int(value)
     if not isinstance(value, str):
         raise QuantityError(f"expected {_expected(kind)}, found {type(value).__name__} {value!r}")
-    match = _NUMBER.match(value)
+    match = _NUMBER.match(value.strip())
     if not match:
         raise QuantityError(f"expected {_expected(kind)}, found {value!r}")
-    number, unit = match.groups()
-    try:
-        amount = Decimal(number.replace("_", ""))
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
-        raise QuantityError(f"expected {_expected(kind)}, found {value!r}") from exc
-    table = {"count": COUNT_SUFFIXES, "bytes": BYTE_UNITS, "time": TIME_UNITS}[kind]
-    key = unit.upper().replace("µ", "U")
+    number, space, unit = match.groups()
+    table = _UNIT_TABLES[kind]
+    if unit not in table:
+        raise QuantityError(f"expected {_expected(kind)}, found {value!r} ({_unit_problem(unit, kind)})")
+    if space:
+        raise QuantityError(f'expected {_expected(kind)}, found {value!r} (write "{number}{unit}", with no space)')
     if kind == "time" and unit == "":
         raise QuantityError(f"expected {_expected(kind)}, found {value!r} (a duration in a string needs a unit)")
     if kind == "bytes" and unit == "":
         raise QuantityError(f"expected {_expected(kind)}, found {value!r} (a byte size in a string needs a unit)")
-    if key not in table:
-        raise QuantityError(f"expected {_expected(kind)}, found {value!r} (unknown unit {unit!r})")
-    return int((amount * table[key]).to_integral_value())
+    try:
+        amount = Decimal(number.replace("_", "")) * table[unit]
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
+        raise QuantityError(f"expected {_expected(kind)}, found {value!r}") from exc
+    if amount != amount.to_integral_value():
+        whole = {"count": "a whole count", "bytes": "a whole number of bytes", "time": "a whole number of nanoseconds"}
+        raise QuantityError(f"{value!r} is {amount.normalize():f}, not {whole[kind]}")
+    return int(amount)
+
+
+def _unit_problem(unit: str, kind: Kind) -> str:
+    """Why ``unit`` is not one, in a few words: the case-sensitive look-alike where there is one."""
+    table = _UNIT_TABLES[kind]
+    if kind == "count" and unit == "m":
+        return "m is milli; millions are M"
+    alike = [known for known in table if known and known.lower() == unit.lower()]
+    if alike:
+        return f"units are case-sensitive: {unit!r} is not a unit, {alike[0]!r} is"
+    return f"unknown unit {unit!r}; the units are {', '.join(known for known in table if known)}"
 
 
 def parse_bandwidth(value: object) -> int:

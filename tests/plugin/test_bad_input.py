@@ -310,3 +310,30 @@ def test_an_update_that_cannot_be_written_is_one_line_and_the_verdict_stands(pro
     result.stdout.fnmatch_lines(["*notadir/budgets.toml: not written: *Not a directory*"])
     assert "Traceback" not in result.stdout.str()
     assert (project.path / "r.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        ('"12 M"', "*budgets.toml:2: budgets.a.limits.params:*found '12 M' (write \"12M\", with no space)*"),
+        ('"12m"', "*budgets.toml:2: budgets.a.limits.params:*found '12m' (m is milli; millions are M)*"),
+        ("12000000.5", "*budgets.toml:2: budgets.a.limits.params: expected a whole number, found 12000000.5*"),
+        ('"1.2345678M"', "*budgets.toml:2: budgets.a.limits.params: '1.2345678M' is 1234567.8, not a whole count*"),
+    ],
+)
+def test_quantities_that_were_read_silently_are_errors_with_the_accepted_forms(project, limit, expected):
+    # Each was accepted before: "12 M" and "12m" as 12,000,000, 12000000.5 rounded.
+    project.makefile(".toml", budgets=f"[budgets.a]\nlimits = {{ params = {limit} }}\n")
+    result = project.runpytest("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([expected])
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [("12k", "count", 12_000), ("350K", "count", 350_000), ("46MiB", "bytes", 46 * 2**20), ("1.5kB", "bytes", 1_500)],
+)
+def test_the_documented_forms_still_read(text, kind, value):
+    from pytest_modelbudget.quantities import parse_quantity
+
+    assert parse_quantity(text, kind) == value
