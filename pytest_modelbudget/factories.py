@@ -27,7 +27,15 @@ def load_callable(path: str) -> Callable[..., Any]:
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise FactoryError(f"cannot import module {module_name!r} of {path!r}: {exc}") from exc
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]:
+            # The project's own package, not on the path: pytest's `pytest` script (unlike
+            # `python -m pytest`) does not put the working directory there.
+            hint = (
+                "; if it is this project's own, make it importable: pip install -e . , or "
+                'pythonpath = ["."] in pytest\'s configuration'
+            )
+        raise FactoryError(f"cannot import module {module_name!r} of {path!r}: {exc}{hint}") from exc
     for part in attribute.split("."):
         try:
             target = getattr(target, part)

@@ -4,6 +4,9 @@ written over (SPEC §3, §7)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -337,3 +340,36 @@ def test_the_documented_forms_still_read(text, kind, value):
     from pytest_modelbudget.quantities import parse_quantity
 
     assert parse_quantity(text, kind) == value
+
+
+def test_a_factory_of_the_project_not_on_the_path_says_how_to_put_it_there(pytester):
+    # `pytest` (the script) does not put the working directory on sys.path, as `python -m pytest`
+    # does: the project's own package is then not importable, and the entry must say what to do.
+    pytester.mkpydir("ourmodels")
+    pytester.path.joinpath("ourmodels", "nets.py").write_text(
+        "import torch\n\ndef net():\n    return torch.nn.Linear(4, 4)\n"
+    )
+    pytester.makefile(".toml", budgets='[budgets.net]\nfactory = "ourmodels.nets:net"\ninput_size = [1, 4]\n')
+    script = Path(sys.executable).parent / "pytest"
+    if not script.exists():
+        pytest.skip("no pytest script beside this interpreter")
+    # Not pytester.run: it puts the working directory on PYTHONPATH, which is what is missing here.
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), "-p", "no:cacheprovider"],
+            cwd=pytester.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    failed = run()
+    assert failed.returncode == pytest.ExitCode.TESTS_FAILED, failed.stdout
+    assert "cannot import module 'ourmodels.nets'" in failed.stdout
+    assert 'make it importable: pip install -e . , or pythonpath = ["."] in pytest\'s configuration' in failed.stdout
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    passed = run()
+    assert passed.returncode == pytest.ExitCode.OK, passed.stdout
