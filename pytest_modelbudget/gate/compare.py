@@ -19,9 +19,20 @@ from .render import details
 from .reports import move_text
 
 
-def load_base(path: Path, source: str) -> dict[str, BudgetRecord]:
-    """The budgets of a ``--budget-json`` report, of this version or an earlier one; ``source``
-    names the option for the message."""
+@dataclass(frozen=True)
+class BaseReport:
+    """The report a run is compared with: its budgets, and what to call it."""
+
+    path: Path
+    budgets: dict[str, BudgetRecord]
+    #: "main (abc1234)" where the report says which branch and commit it was made on, else the
+    #: file's name.
+    label: str
+
+
+def load_base(path: Path, source: str) -> BaseReport:
+    """A ``--budget-json`` report, of this version or an earlier one; ``source`` names the option
+    for the message."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -50,7 +61,7 @@ def load_base(path: Path, source: str) -> dict[str, BudgetRecord]:
             f"{source}: {path} is a report of version {version!r}, written by a newer pytest-modelbudget; this one "
             f"reads versions 1 to {REPORT_VERSION}: upgrade pytest-modelbudget, or compare with a report it wrote"
         )
-    records = {}
+    records: dict[str, BudgetRecord] = {}
     for name, record in budgets.items():
         try:
             records[name] = BudgetRecord.from_dict({"name": name, **record})
@@ -58,7 +69,14 @@ def load_base(path: Path, source: str) -> dict[str, BudgetRecord]:
             raise BudgetUsageError(
                 f"{source}: {path}: budget {name!r} is not a --budget-json record ({type(exc).__name__}: {exc})"
             ) from None
-    return records
+    return BaseReport(path, records, _label(path, data.get("git")))
+
+
+def _label(path: Path, git: Any) -> str:
+    if isinstance(git, dict) and isinstance(git.get("commit"), str) and git["commit"]:
+        commit = git["commit"][:7]
+        return f"{git['branch']} ({commit})" if isinstance(git.get("branch"), str) and git["branch"] else commit
+    return path.name
 
 
 @dataclass

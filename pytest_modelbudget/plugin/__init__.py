@@ -83,7 +83,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         option = "--budget-compare" if config.getoption("budget_compare") else "ini option modelbudget_compare"
         try:  # read now: a wrong path is a usage error before any model is measured
-            session.compare_base = (compare_with, load_base(Path(compare_with), option))
+            session.compare_base = load_base(Path(compare_with), option)
         except BudgetUsageError as exc:
             raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = session
@@ -294,9 +294,9 @@ def _write_reports_in_units(config: pytest.Config, budget_session: BudgetSession
 
     records = budget_session.records
     comparison = None
-    if budget_session.compare_base:
-        base_path, base = budget_session.compare_base
-        comparison = compare(base, records)
+    base = budget_session.compare_base
+    if base is not None:
+        comparison = compare(base.budgets, records)
     json_path = report_path(config, "budget_json", "modelbudget_json")
     if json_path:
         extra: dict[str, Any] = {
@@ -304,16 +304,20 @@ def _write_reports_in_units(config: pytest.Config, budget_session: BudgetSession
             "budgets_file": str(budget_session.path),
             "stale": sorted(budget_session.stale),
         }
-        if comparison is not None:
-            extra["compare"] = compare_json(comparison, base_path)
+        # The branch and commit the report was made on: a later --budget-compare names its base so.
+        revision = git_revision(config.rootpath)
+        if revision:
+            extra["git"] = revision
+        if comparison is not None and base is not None:
+            extra["compare"] = compare_json(comparison, str(base.path))
         write("--budget-json", json_path, json_report(records, extra))
     markdown = (
         markdown_report(records.values()) if records else "### Model budgets\n\nNo budget was measured in this run.\n"
     )
     if budget_session.stale:
         markdown += f"- entries no test stands for (stale): {', '.join(sorted(budget_session.stale))}\n"
-    if comparison is not None:
-        markdown += "\n" + compare_markdown(comparison, base, records, Path(base_path).name)
+    if comparison is not None and base is not None:
+        markdown += "\n" + compare_markdown(comparison, base.budgets, records, base.label)
     markdown_path = report_path(config, "budget_markdown", "modelbudget_markdown")
     if markdown_path:  # written on every run: a file left from an earlier one would tell its story
         write("--budget-markdown", markdown_path, markdown)
@@ -388,11 +392,37 @@ def _terminal_summary(terminalreporter: Any, config: pytest.Config, budget_sessi
             f"{'written to' if budget_session.written else 'unchanged in'} {budget_session.path}"
         )
     if budget_session.compare_base:
-        base_path, base = budget_session.compare_base
-        for line in compare_lines(compare(base, records), os.path.basename(base_path)):
+        base = budget_session.compare_base
+        for line in compare_lines(compare(base.budgets, records), base.label):
             terminalreporter.write_line(line)
     if stale:
         _stale_summary(terminalreporter, budget_session)
+
+
+def git_revision(root: Path) -> dict[str, str] | None:
+    """The branch and commit this run is of: GitHub's variables in a workflow (a pull request's
+    own branch), else git's, else None (not a repository, no git)."""
+    branch = os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME")
+    commit = os.environ.get("GITHUB_SHA")
+    if not commit:
+        import subprocess
+
+        def git(*args: str) -> str | None:
+            try:
+                done = subprocess.run(
+                    ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=False
+                )
+            except (OSError, subprocess.SubprocessError):
+                return None
+            return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
+
+        commit = git("rev-parse", "HEAD")
+        branch = branch or git("rev-parse", "--abbrev-ref", "HEAD")
+        if branch == "HEAD":  # detached: no branch to name
+            branch = None
+    if not commit:
+        return None
+    return {"branch": branch or "", "commit": commit}
 
 
 def _on_the_last_line(terminalreporter: Any, budget_session: BudgetSession) -> None:

@@ -21,6 +21,7 @@ from ..record import BudgetRecord
 from .marker import BudgetMarker
 
 if TYPE_CHECKING:
+    from ..gate.compare import BaseReport
     from ..stats import ModelStats
 
 RECORD_KEY = "modelbudget"
@@ -64,7 +65,7 @@ class BudgetSession:
     #: Budget names checked by more than one test: name -> their node ids. Never written.
     conflicts: dict[str, set[str]] = field(default_factory=dict)
     #: ``--budget-compare``: the base report's path and its budgets.
-    compare_base: tuple[str, dict[str, BudgetRecord]] | None = None
+    compare_base: BaseReport | None = None
 
     # -- hooks: this object is registered as a plugin for the run ----------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

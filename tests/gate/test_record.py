@@ -61,7 +61,9 @@ def test_the_report_is_versioned(tmp_path):
 
 
 def test_a_report_of_the_previous_version_loads_for_budget_compare():
-    base = load_base(REPORT_V1, "--budget-compare")
+    report = load_base(REPORT_V1, "--budget-compare")
+    assert report.label == "report_v1.json"  # a report that names no commit is called by its file
+    base = report.budgets
     over = base["test_models.py::test_over"]
     assert over.figures["params"] == 58 and over.verdict.status == "failed"
     assert over.verdict.checks[0].figure == "params" and over.verdict.checks[0].limit == 50

@@ -173,3 +173,36 @@ def test_columns_and_the_comparison_have_ini_options(project):
     project.makeini("[pytest]\nmodelbudget_columns = params,parameters\n")
     result = project.runpytest("-p", "no:cacheprovider")
     result.stderr.fnmatch_lines(["ERROR: ini option modelbudget_columns: unknown figure 'parameters'*"])
+
+
+def test_the_comparison_names_its_base_by_branch_and_commit(pytester, monkeypatch):
+    # The report records the branch and commit it was made on; the comparison's heading says
+    # "against main (abc1234)", not the artifact's file name, which both runs share.
+    import subprocess
+
+    for variable in ("GITHUB_HEAD_REF", "GITHUB_REF_NAME", "GITHUB_SHA"):
+        monkeypatch.delenv(variable, raising=False)
+    pytester.makepyfile(
+        test_a="""
+        import torch
+
+        def test_a(model_budget):
+            model_budget.check(torch.nn.Linear(4, 4), input_size=(1, 4))
+        """
+    )
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=pytester.path, capture_output=True, text=True, check=True).stdout
+
+    try:
+        git("init", "-q", "-b", "main")
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("git is not usable here")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "base")
+    commit = git("rev-parse", "HEAD").strip()
+    pytester.runpytest("-p", "no:cacheprovider", "--budget-json=base.json").assert_outcomes(passed=1)
+    report = json.loads((pytester.path / "base.json").read_text())
+    assert report["git"] == {"branch": "main", "commit": commit}
+    result = pytester.runpytest("-p", "no:cacheprovider", "--budget-compare=base.json", "--budget-markdown=pr.md")
+    result.stdout.fnmatch_lines([f"against main ({commit[:7]}):"])
+    assert f"#### Against main ({commit[:7]})" in (pytester.path / "pr.md").read_text()
