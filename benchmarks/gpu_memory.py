@@ -110,6 +110,8 @@ def hf(kind: str, checkpointing: bool = False, **sizes: Any) -> Callable[[], nn.
             model = transformers.GPT2LMHeadModel(config)
         elif kind == "bert":
             model = transformers.BertForMaskedLM(transformers.BertConfig(**sizes))
+        elif kind == "mamba":
+            model = transformers.MambaForCausalLM(transformers.MambaConfig(**sizes))
         else:
             config = transformers.LlamaConfig(**sizes)
             model = transformers.LlamaForCausalLM(config)
@@ -228,6 +230,14 @@ CASES = [
         tokens(4, 1024, 32000),
         hf_loss,
         autocast=BF16,
+        needs=["transformers"],
+    ),
+    # Without mamba_ssm's kernels transformers runs Mamba's scan as a Python loop over time steps.
+    Case(
+        "Mamba 4L-256 4x256 AdamW",
+        hf("mamba", hidden_size=256, num_hidden_layers=4, vocab_size=32000),
+        tokens(4, 256, 32000),
+        hf_loss,
         needs=["transformers"],
     ),
     Case("BERT-base 8x512 MLM AdamW", hf("bert", **BERT), tokens(8, 512, 30522), hf_loss, needs=["transformers"]),

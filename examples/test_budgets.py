@@ -11,9 +11,10 @@ def test_tiny_cnn(model_budget):
     model_budget.check(TinyCNN(width=16), input_size=(1, 3, 32, 32))
 
 
-@pytest.mark.budget(name="cnn_training", mode="training", peak_memory="3MB")
+@pytest.mark.budget(name="cnn_training", mode="training", peak_memory="12MB")
 def test_tiny_cnn_training(model_budget):
-    # One training step with AdamW: activations, gradients and the optimizer's state.
+    # A training step with AdamW: activations, gradients and the optimizer's state, and the 8.5 MB
+    # cuBLAS workspace a CUDA process takes for its first matmul.
     stats = model_budget.check(
         TinyCNN(width=16), input_size=(8, 3, 32, 32), optimizer=lambda params: torch.optim.AdamW(params)
     )

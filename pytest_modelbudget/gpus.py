@@ -25,6 +25,9 @@ class Gpu:
     source: str = ""
     #: Ampere or newer: PyTorch's flash attention kernel runs (the CUDA simulation picks it).
     flash_attention: bool = True
+    #: The major CUDA compute capability (9: Hopper), which sizes PyTorch's cuBLAS workspace;
+    #: None where unknown (a GPU of the budget file's own).
+    capability: int | None = None
 
     def peak(self, dtype: str, tensor_cores: bool) -> float:
         if not tensor_cores:
@@ -32,8 +35,9 @@ class Gpu:
         return self.peaks.get(dtype, self.peaks["fp32"])
 
 
-def _gpu(name: str, bandwidth_tb: float, source: str, **peaks_t: float) -> Gpu:
-    return Gpu(name, bandwidth_tb * T, {dtype: value * T for dtype, value in peaks_t.items()}, source)
+def _gpu(name: str, bandwidth_tb: float, source: str, capability: int, **peaks_t: float) -> Gpu:
+    peaks = {dtype: value * T for dtype, value in peaks_t.items()}
+    return Gpu(name, bandwidth_tb * T, peaks, source, capability=capability)
 
 
 GPUS: dict[str, Gpu] = {
@@ -43,6 +47,7 @@ GPUS: dict[str, Gpu] = {
             "h100-sxm",
             3.35,
             "NVIDIA H100 Tensor Core GPU datasheet (SXM)",
+            capability=9,
             fp32=67,
             tf32=494.5,
             bf16=989.5,
@@ -54,6 +59,7 @@ GPUS: dict[str, Gpu] = {
             "h100-pcie",
             2.0,
             "NVIDIA H100 Tensor Core GPU datasheet (PCIe)",
+            capability=9,
             fp32=51,
             tf32=378,
             bf16=756,
@@ -65,6 +71,7 @@ GPUS: dict[str, Gpu] = {
             "h200",
             4.8,
             "NVIDIA H200 Tensor Core GPU datasheet (SXM)",
+            capability=9,
             fp32=67,
             tf32=494.5,
             bf16=989.5,
@@ -76,6 +83,7 @@ GPUS: dict[str, Gpu] = {
             "b200",
             8.0,
             "NVIDIA HGX B200 datasheet, per GPU",
+            capability=10,
             fp32=75,
             tf32=1100,
             bf16=2250,
@@ -87,6 +95,7 @@ GPUS: dict[str, Gpu] = {
             "a100-sxm-40gb",
             1.555,
             "NVIDIA A100 Tensor Core GPU datasheet (40GB SXM)",
+            capability=8,
             fp32=19.5,
             tf32=156,
             bf16=312,
@@ -97,6 +106,7 @@ GPUS: dict[str, Gpu] = {
             "a100-sxm-80gb",
             2.039,
             "NVIDIA A100 Tensor Core GPU datasheet (80GB SXM)",
+            capability=8,
             fp32=19.5,
             tf32=156,
             bf16=312,
@@ -107,6 +117,7 @@ GPUS: dict[str, Gpu] = {
             "l4",
             0.3,
             "NVIDIA L4 Tensor Core GPU datasheet",
+            capability=8,
             fp32=30.3,
             tf32=60,
             bf16=121,
@@ -118,6 +129,7 @@ GPUS: dict[str, Gpu] = {
             "a10g",
             0.6,
             "NVIDIA A10 Tensor Core GPU datasheet (AWS's A10G: same memory, tensor peaks as A10)",
+            capability=8,
             fp32=31.2,
             tf32=62.5,
             bf16=125,
@@ -130,11 +142,13 @@ GPUS: dict[str, Gpu] = {
             {"fp32": 8.1 * T, "fp16": 65 * T, "int8": 130 * T},
             "NVIDIA T4 Tensor Core GPU datasheet (Turing: no bf16 or tf32 tensor cores, no flash attention)",
             flash_attention=False,
+            capability=7,
         ),
         _gpu(
             "rtx-4090",
             1.008,
             "NVIDIA Ada Lovelace architecture whitepaper, GeForce RTX 4090 (FP32 accumulate)",
+            capability=8,
             fp32=82.6,
             tf32=82.6,
             bf16=165.2,

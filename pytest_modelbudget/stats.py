@@ -73,7 +73,7 @@ class ModelStats:
     peak_memory_step: str | None = None
     #: A sharded step (``measure(parallel=...)``): what one rank held at its peak, by kind
     #: (sharded_params, gathered_params, gradients, optimizer_state, communication_buffers,
-    #: activations: the rest, temporaries included), in bytes.
+    #: activations: the rest, temporaries included; workspaces: cuBLAS's), in bytes.
     peak_memory_split: dict[str, int] = field(default_factory=dict)
     #: A sharded step: how it was sharded (strategy, world_size and the FSDP settings).
     parallel: dict[str, Any] | None = None

@@ -64,9 +64,16 @@ class MemoryLedger:
         #: reused once it is freed; its reference, kept in ``peak_held``, is not).
         self.communication_refs: set[int] = set()
         self.current = 0
-        self.peak = 0
+        self._peak = 0
         #: The peak since ``start_window``.
-        self.window_peak = 0
+        self._window_peak = 0
+        #: Bytes allocated for the rest of the step that no tensor holds (``keep``), and of
+        #: them, those held at the peak (with ``keep_peak``).
+        self.kept = 0
+        self.peak_kept = 0
+        #: A gradient accumulation not settled yet: (the total with its output held, the keys of
+        #: its operands' storages, what was held then if ``keep_peak``).
+        self._pending: tuple[int, list[int], dict[int, tuple[int, weakref.ref]] | None] | None = None
         #: module name -> the most its forward added (over all its calls).
         self.module_peaks: dict[str, int] = {}
         # The modules running now: [name, held when it started, peak since].
@@ -74,17 +81,29 @@ class MemoryLedger:
         # id(storage) -> (bytes charged, weak reference that un-charges them when it dies)
         self._held: dict[int, tuple[int, weakref.ref]] = {}
 
+    @property
+    def peak(self) -> int:
+        self._settle()
+        return self._peak
+
+    @property
+    def window_peak(self) -> int:
+        self._settle()
+        return self._window_peak
+
     def start_window(self) -> int:
         """Start following a new peak from what is held now (a training loop's next step);
         returns the peak so far."""
         before = self.peak
-        self.window_peak = self.current
+        self._window_peak = self.current
         return before
 
     def enter(self, name: str) -> None:
+        self._settle()
         self._frames.append([name, self.current, self.current])
 
     def leave(self, name: str) -> None:
+        self._settle()
         if self._frames and self._frames[-1][0] == name:
             _, start, peak = self._frames.pop()
             if peak - start > self.module_peaks.get(name, -1):
@@ -92,6 +111,34 @@ class MemoryLedger:
 
     def hold(self, tensors: Iterable[Any]) -> None:
         """Charge the storages of ``tensors`` not held yet (an op's outputs, the model's weights)."""
+        self._settle()
+        if self._charge(tensors):
+            self.observe()
+
+    def hold_accumulation(self, out: torch.Tensor, earlier: torch.Tensor) -> None:
+        """Charge the sum autograd's engine makes of two gradients bound for one input. The
+        real engine adds in place into an operand only it holds (``InputBuffer::accumulate``
+        checks the use counts); the estimate's run cannot (a fake tensor is never reused that
+        way, and this dispatch holds references of its own), so it adds out of place. Whether
+        the real engine could is seen right after: an operand only the engine held is freed as
+        the sum replaces it. Until then the new total is not a candidate peak."""
+        self._settle()
+        storage = storage_of(earlier)
+        keys = [id(storage)] if storage is not None else []
+        if self._charge((out,)):
+            self._pending = (self.current, keys, dict(self._held) if self._keep_peak else None)
+
+    def _settle(self) -> None:
+        """Decide the pending accumulation: in place (nothing allocated: no new candidate) if an
+        operand was freed since, else out of place (its total a candidate)."""
+        if self._pending is None:
+            return
+        total, keys, held = self._pending
+        self._pending = None
+        if all(key in self._held for key in keys):
+            self._observe(total, held)
+
+    def _charge(self, tensors: Iterable[Any]) -> bool:
         grew = False
         for tensor in plain_tensors(tensors):
             storage = storage_of(tensor)
@@ -110,12 +157,25 @@ class MemoryLedger:
                 self._held[key] = (size, weakref.ref(storage, self._freer(key)))
                 self.current += size
             grew = True
-        if grew:
+        return grew
+
+    def keep(self, nbytes: int) -> None:
+        """An allocation no tensor holds, kept to the end of the step (a library's workspace). It
+        is no module's: the modules running now start from it, as if it were held before them."""
+        self._settle()
+        size = allocator_size(nbytes, self.block)
+        if size:
+            self.current += size
+            self.kept += size
+            for frame in self._frames:
+                frame[1] += size
+                frame[2] += size
             self.observe()
 
     def transient(self, nbytes: int) -> None:
         """An allocation a kernel makes and frees within one op (a workspace, a copy of an
         operand), on top of what is held with the op's outputs."""
+        self._settle()
         size = allocator_size(nbytes, self.block)
         if size:
             self.current += size
@@ -124,13 +184,17 @@ class MemoryLedger:
 
     def observe(self) -> None:
         """Record the current total as a candidate peak, for the step and each running module."""
-        current = self.current
-        if current > self.window_peak:
-            self.window_peak = current
-        if current > self.peak:
-            self.peak = current
+        self._settle()
+        self._observe(self.current, None)
+
+    def _observe(self, current: int, held: dict[int, tuple[int, weakref.ref]] | None) -> None:
+        if current > self._window_peak:
+            self._window_peak = current
+        if current > self._peak:
+            self._peak = current
             if self._keep_peak:
-                self.peak_held = dict(self._held)
+                self.peak_held = held if held is not None else dict(self._held)
+                self.peak_kept = self.kept
         for frame in self._frames:
             if current > frame[2]:
                 frame[2] = current

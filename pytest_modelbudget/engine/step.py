@@ -26,7 +26,7 @@ from .simulation import CudaAttention, use_foreach
 from .standins import Slots
 from .target import MemoryTarget
 from .tracking import OpCounter
-from .workspaces import unmodelled_notes
+from .workspaces import cublas_workspace, unmodelled_notes
 
 
 class ForwardError(Exception):
@@ -101,6 +101,13 @@ class Step:
         #: the allocator's peak there when the steady step alone is asked for.
         self.steady_started: Callable[[], None] | None = None
 
+    def cublas_workspace(self) -> tuple[int, str]:
+        """The cuBLAS workspace of the GPU simulated: the named one's, else the device measured on."""
+        capability = self.gpu.capability if self.gpu is not None else None
+        if capability is None and self.target.exact is not None:
+            capability = torch.cuda.get_device_capability(self.target.exact)[0]
+        return cublas_workspace(capability)
+
     def on(self, model: torch.nn.Module) -> Step:
         """The same step on another model (a sharded copy of this one)."""
         other = copy.copy(self)
@@ -135,6 +142,12 @@ class Step:
         if foreach:
             approximations.append("optimizer run with foreach=True, its default on CUDA")
         approximations.extend(unmodelled_notes(counter.unmodelled, self.target.simulated, self.autocast))
+        if counter.cublas_taken:
+            size, source = self.cublas_workspace()
+            approximations.append(
+                f"cuBLAS's workspace, {size:,} B ({source}): taken by the step's first matmul and kept, as the CUDA "
+                "allocator counts it"
+            )
         if counter.recomputed:
             outermost = sorted(
                 n for n in counter.recomputed if not any(n.startswith(o + ".") for o in counter.recomputed if o)
@@ -197,7 +210,10 @@ class Step:
         shapes_only: bool = False,
     ) -> tuple[OpCounter, bool]:
         """Run the step; returns its counter and whether the optimizer was switched to foreach."""
-        counter = OpCounter(self.module_names, stand_ins.read_names, ledger, shapes_only, self.into_dtensors, self.gpu)
+        cublas = self.cublas_workspace()[0] if ledger is not None and self.target.simulated == "cuda" else 0
+        counter = OpCounter(
+            self.module_names, stand_ins.read_names, ledger, shapes_only, self.into_dtensors, self.gpu, cublas
+        )
         estimating = ledger is not None
         autocast = self._autocast("cpu" if estimating else "cuda")
         with contextlib.ExitStack() as stack:

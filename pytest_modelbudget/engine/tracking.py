@@ -29,7 +29,7 @@ from .formulas.table import Pricer, pricer
 from .inputs import is_size_table, keeps_size_tables
 from .memory import MemoryLedger
 from .roofline import op_seconds
-from .workspaces import UNMODELLED, workspace_of
+from .workspaces import CUBLAS, UNMODELLED, workspace_of
 
 # Metadata queries: no work, and decomposing them would recurse (as FlopCounterMode skips them).
 _QUERIES = frozenset(
@@ -67,6 +67,31 @@ def _tensors(values: Any) -> Iterator[torch.Tensor]:
 _COMMUNICATION = frozenset({"c10d", "_c10d_functional", "fsdp"})
 
 _BACKENDS = {"cpu": DispatchKey.CPU, "meta": DispatchKey.CPU, "cuda": DispatchKey.CUDA}
+
+
+def _accumulates(func: Any, args: tuple, kwargs: dict, out: Any) -> bool:
+    """Whether an op in backward may be autograd's sum of two gradients for one input, which the
+    engine would make in place into the first (``can_accumulate_inplace``): a plain ``add`` of two
+    tensors shaped as its output, the first neither a view (its base shares the storage) nor
+    strided with gaps or overlaps."""
+    if func is not torch.ops.aten.add.Tensor or kwargs.get("alpha", 1) != 1 or len(args) != 2:
+        return False
+    first = args[0]
+    if not all(isinstance(t, torch.Tensor) and t.shape == out.shape and t.dtype == out.dtype for t in args):
+        return False
+    return first._base is None and _dense(first)
+
+
+def _dense(tensor: torch.Tensor) -> bool:
+    """Non-overlapping and dense: some order of the dimensions makes it contiguous."""
+    expected = 1
+    for size, stride in sorted(zip(tensor.shape, tensor.stride()), key=lambda pair: pair[1]):
+        if size == 1:
+            continue
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _has_own_kernel(func: Any, args: tuple) -> bool:
@@ -138,6 +163,7 @@ class _OpFacts:
     __slots__ = (
         "communication",
         "constructor",
+        "cublas",
         "decomposable",
         "folds",
         "moves",
@@ -169,6 +195,7 @@ class _OpFacts:
         #: whether it may take more than that on some backend (named in the approximations).
         self.workspace = workspace_of(func)
         self.unmodelled = packet in UNMODELLED
+        self.cublas = packet in CUBLAS
 
 
 _FACTS: dict[int, _OpFacts] = {}
@@ -251,8 +278,13 @@ class OpCounter(TorchDispatchMode):
         shapes_only: bool = False,
         into_dtensors: bool = False,
         gpu: Gpu | None = None,
+        cublas_workspace: int = 0,
     ) -> None:
         super().__init__()
+        #: Bytes of the cuBLAS workspace the first matmul takes and keeps (0: not simulated, or
+        #: taken already); ``cublas_taken`` says whether a matmul took it.
+        self._cublas_workspace = cublas_workspace
+        self.cublas_taken = False
         #: With a GPU: each op's roofline seconds, charged as MACs are (``roofline.py``).
         self.gpu = gpu
         self.seconds: dict[str, float] = defaultdict(float)
@@ -368,9 +400,15 @@ class OpCounter(TorchDispatchMode):
             args, kwargs = moved
             out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
         if self.ledger is not None:
-            self.ledger.hold_outputs(out)
+            if self.in_backward and _accumulates(func, args, kwargs, out):
+                self.ledger.hold_accumulation(out, args[0])
+            else:
+                self.ledger.hold_outputs(out)
             if facts.workspace is not None:
                 self.ledger.transient(facts.workspace(args, kwargs))
+            if facts.cublas and self._cublas_workspace and not self.cublas_taken:
+                self.cublas_taken = True
+                self.ledger.keep(self._cublas_workspace)
             if facts.unmodelled:
                 self.unmodelled.add(func._overloadpacket)
             if facts.communication:

@@ -1,5 +1,5 @@
-"""What kernels allocate beyond their outputs, for the duration of the call: memory an op's
-dispatch never shows, but the allocator counts (a peak can sit on it).
+"""What kernels allocate beyond their outputs: memory an op's dispatch never shows, but the
+allocator counts (a peak can sit on it).
 
 One table, op overload -> bytes the kernel takes while it runs, from the op's arguments:
 
@@ -11,6 +11,8 @@ One table, op overload -> bytes the kernel takes while it runs, from the op's ar
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +43,49 @@ WORKSPACES: dict[Any, Workspace] = {
     aten.mm.default: lambda args, kwargs: _copies(args[0], args[1]),
     aten.addmm.default: lambda args, kwargs: _copies(args[1], args[2]),
 }
+
+
+#: Ops that run on cuBLAS (or cuBLASLt, which shares its workspace) on CUDA. PyTorch gives each
+#: stream one workspace from the caching allocator, the first time such an op runs on it, and keeps
+#: it (``setCublasWorkspace`` in ``aten/src/ATen/cuda/CublasHandlePool.cpp``): the CUDA
+#: allocator's figure holds it from the step's first matmul on.
+CUBLAS = frozenset(
+    {
+        aten.mm,
+        aten.addmm,
+        aten.bmm,
+        aten.baddbmm,
+        aten.addbmm,
+        aten.mv,
+        aten.addmv,
+        aten.dot,
+        aten.vdot,
+        aten._addmm_activation,
+        aten._scaled_mm,
+        aten._int_mm,
+    }
+)
+
+#: PyTorch's default sizes (``parseChosenWorkspaceSize``): ``:4096:2:16:8`` (4096 KiB twice and 16
+#: KiB eight times), and 32 MiB on Hopper and Blackwell (compute capability 9, 10, 12).
+CUBLAS_DEFAULT = 4096 * 1024 * 2 + 16 * 1024 * 8
+CUBLAS_LARGE = 32 * 1024 * 1024
+CUBLAS_LARGE_CAPABILITIES = frozenset({9, 10, 12})
+
+
+def cublas_workspace(capability: int | None) -> tuple[int, str]:
+    """Bytes of one stream's cuBLAS workspace on a GPU of this major compute capability (None:
+    not known), and where the size comes from. ``CUBLAS_WORKSPACE_CONFIG`` (``:SIZE:COUNT``
+    pairs, sizes in KiB) overrides the default, as it does for PyTorch."""
+    config = os.environ.get("CUBLAS_WORKSPACE_CONFIG", "")
+    pairs = re.findall(r":([0-9]+):([0-9]+)", config)
+    if pairs:
+        return sum(int(size) * 1024 * int(count) for size, count in pairs), f"CUBLAS_WORKSPACE_CONFIG={config}"
+    if capability in CUBLAS_LARGE_CAPABILITIES:
+        return CUBLAS_LARGE, f"PyTorch's default on compute capability {capability}"
+    if capability is None:
+        return CUBLAS_DEFAULT, "PyTorch's default; 32 MiB on Hopper and Blackwell: name the GPU with gpu="
+    return CUBLAS_DEFAULT, f"PyTorch's default on compute capability {capability}"
 
 
 #: Kernels whose extra memory depends on the machine, not modelled: named in the approximations of

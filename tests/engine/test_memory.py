@@ -92,8 +92,28 @@ def test_a_linear_layer_by_hand():
     x = torch.randn(64, 1000)  # 256,000 B
     out = 64 * 500 * 4  # 128,000 B
     assert measure_checked(model, x, device="cpu").peak_memory == 2_000_000 + 2_000 + 256_000 + out
-    # The CUDA allocator rounds every block up to 512 bytes: the bias takes 2,048.
-    assert measure_checked(model, x).peak_memory == 2_000_384 + 2_048 + 256_000 + out
+    # The CUDA allocator rounds every block up to 512 bytes: the bias takes 2,048; and PyTorch
+    # takes cuBLAS's workspace for the first matmul: 4096 KiB twice and 16 KiB eight times.
+    cublas = 4096 * 1024 * 2 + 16 * 1024 * 8
+    assert measure_checked(model, x).peak_memory == 2_000_384 + 2_048 + 256_000 + out + cublas
+
+
+def test_cublas_workspace_follows_the_gpu_and_the_environment(monkeypatch):
+    model, x = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)), torch.randn(4, 64)
+    a100 = measure_checked(model, x, gpu="a100-sxm-80gb")
+    h100 = measure_checked(model, x, gpu="h100-sxm")
+    # Hopper's default is 32 MiB (PyTorch's CublasHandlePool.cpp), taken once for both layers.
+    assert h100.peak_memory - a100.peak_memory == 32 * 1024 * 1024 - (4096 * 1024 * 2 + 16 * 1024 * 8)
+    assert "cuBLAS's workspace, 33,554,432 B (PyTorch's default on compute capability 9)" in "".join(
+        h100.peak_memory_approximations
+    )
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # the deterministic setting's small one
+    small = measure_checked(model, x, gpu="h100-sxm")
+    assert h100.peak_memory - small.peak_memory == 32 * 1024 * 1024 - 16 * 1024 * 8
+    # On the CPU there is none, and a model without a matmul takes none.
+    assert not any("cuBLAS" in note for note in measure_checked(model, x, device="cpu").peak_memory_approximations)
+    convolution = measure_checked(nn.Conv2d(3, 8, 3), torch.randn(1, 3, 16, 16), gpu="h100-sxm")
+    assert not any("cuBLAS" in note for note in convolution.peak_memory_approximations)
 
 
 def test_views_and_in_place_ops_allocate_nothing():

@@ -21,6 +21,14 @@ def run_cuda(step: Step, tensors: TensorInventory, device: torch.device) -> int:
         return copy.requires_grad_(tensor.requires_grad) if isinstance(tensor, torch.nn.Parameter) else copy
 
     stand_ins = tensors.stand_ins(step.model, to_device)
+    # The step takes its cuBLAS workspace from the allocator as a fresh process would (its
+    # first matmul), not whatever an earlier matmul of this process left: the same figure
+    # whatever ran before.
+    with torch.cuda.device(device):
+        clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear is not None:
+            cuda.synchronize(device)
+            clear()
     cuda.synchronize(device)
     before = cuda.memory_allocated(device)
     cuda.reset_peak_memory_stats(device)

@@ -139,7 +139,8 @@ def _split(watched: Watched, model: torch.nn.Module, step: Step) -> dict[str, in
         "gathered_params": keys(gathered),
         "sharded_params": keys([*shards, *model.parameters(), *model.buffers()]),
     }
-    split = dict.fromkeys([*owners, "communication_buffers", "activations"], 0)
+    split = dict.fromkeys([*owners, "communication_buffers", "activations", "workspaces"], 0)
+    split["workspaces"] = ledger.peak_kept
     for key, (size, ref) in ledger.peak_held.items():
         # A storage freed since the peak is no one's now (and its id may be another's).
         alive = ref() is not None
