@@ -62,7 +62,7 @@ BYTES = Figure(
     per_layer=True,
     compared=True,
     summary_column=True,
-    diff_rank=5,
+    diff_rank=6,
     follows="params",
 )
 MACS = Figure(
@@ -84,7 +84,7 @@ FLOPS = Figure(
     per_layer=True,
     compared=True,
     summary_column=True,
-    diff_rank=6,
+    diff_rank=7,
     follows="macs",
 )
 PEAK_MEMORY = Figure(
@@ -99,6 +99,15 @@ PEAK_MEMORY = Figure(
     tree_rank=4,
     diff_rank=3,
 )
+KV_CACHE = Figure(
+    "kv_cache",
+    "bytes",
+    "bytes the model's cache holds for batch sequences of context tokens (mode='prefill' or 'decode')",
+    "KV cache",
+    per_layer=True,
+    compared=True,
+    diff_rank=4,
+)
 MEMORY_TRAFFIC = Figure(
     "memory_traffic",
     "bytes",
@@ -107,7 +116,7 @@ MEMORY_TRAFFIC = Figure(
     per_layer=True,
     compared=True,
     tree_rank=3,
-    diff_rank=4,
+    diff_rank=5,
 )
 ROOFLINE_TIME = Figure(
     "roofline_time",
@@ -131,6 +140,7 @@ TABLE: tuple[Figure, ...] = (
     MACS,
     FLOPS,
     PEAK_MEMORY,
+    KV_CACHE,
     MEMORY_TRAFFIC,
     ROOFLINE_TIME,
     UNUSED_PARAMS,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 #: The closed sets of values, as types the schema and the engine's signatures use.
-ModeName = Literal["inference", "training"]
+ModeName = Literal["inference", "training", "prefill", "decode"]
 OutputsName = Literal["kept", "released"]
 AutocastName = Literal["float16", "bfloat16"]
 StepName = Literal["first", "steady"]
@@ -39,7 +39,9 @@ MODE = Option(
     LEVELS[:3],
     "inference",
     get_args(ModeName),
-    "inference: forward under no_grad; training: forward, backward and, with an optimizer, its step",
+    "inference: forward under no_grad; training: forward, backward and, with an optimizer, its step; prefill: "
+    "a generative model's forward over batch x context tokens, filling its cache; decode: one new token per "
+    "sequence on a cache holding context tokens",
 )
 OUTPUTS = Option(
     "outputs",

@@ -27,6 +27,8 @@ class LayerStats:
     calls: int = 0
     #: Its forward's roofline time on the GPU asked for, in nanoseconds (None: no GPU named).
     roofline_time: int | None = None
+    #: A serving step: bytes of the cache its ops made or last wrote, its children's included.
+    kv_cache: int | None = None
     #: Bytes its forward's ops read and wrote, its children's included.
     memory_read: int = 0
     memory_written: int = 0
@@ -71,6 +73,11 @@ class ModelStats:
     #: optimizer's state alive), and which of them ``peak_memory`` is.
     peak_memory_steps: dict[str, int] = field(default_factory=dict)
     peak_memory_step: str | None = None
+    #: A serving step (``mode="prefill"`` or ``"decode"``): bytes the model's cache holds for
+    #: ``batch`` sequences of ``context`` tokens, and the step's shape.
+    kv_cache: int | None = None
+    context: int | None = None
+    batch: int | None = None
     #: A sharded step (``measure(parallel=...)``): what one rank held at its peak, by kind
     #: (sharded_params, gathered_params, gradients, optimizer_state, communication_buffers,
     #: activations: the rest, temporaries included; workspaces: cuBLAS's), in bytes.

@@ -59,10 +59,10 @@ def test_the_schema_follows_the_table():
 
 def test_the_orders_the_reports_use():
     # Written out: what a reader of a failure, the end-of-run table and --budget-compare sees.
-    assert COMPARED == ("params", "bytes", "macs", "flops", "peak_memory", "memory_traffic")
+    assert COMPARED == ("params", "bytes", "macs", "flops", "peak_memory", "kv_cache", "memory_traffic")
     assert SUMMARY_COLUMNS == ("params", "bytes", "macs", "flops", "peak_memory")
-    assert DIFF_ORDER == ("params", "macs", "peak_memory", "memory_traffic", "bytes", "flops")
-    assert BASELINE_ORDER == ("params", "macs", "peak_memory", "bytes", "flops", "memory_traffic")
+    assert DIFF_ORDER == ("params", "macs", "peak_memory", "kv_cache", "memory_traffic", "bytes", "flops")
+    assert BASELINE_ORDER == ("params", "macs", "peak_memory", "bytes", "flops", "kv_cache", "memory_traffic")
     assert NARROWING == ("flops", "bytes")
 
 

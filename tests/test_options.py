@@ -60,5 +60,5 @@ def test_an_option_written_where_it_cannot_be_is_refused():
 
 def test_allowed_values_are_written_once():
     # What the schema, the marker, the engine and the CLI accept.
-    assert MODE.choices == ("inference", "training")
+    assert MODE.choices == ("inference", "training", "prefill", "decode")
     assert OUTPUTS.choices == ("kept", "released")

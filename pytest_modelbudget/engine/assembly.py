@@ -33,6 +33,7 @@ def assemble_stats(
     _add_tensors(layers, tensors)
     _add_priced_ops(layers, counter)
     _add_memory(layers, memory)
+    _add_cache(layers, counter.kv_cache)
     root = layers[""]
     params = sum(t.numel() for t in (*tensors.params.values(), *tensors.packed.values()))
     trainable = sum(t.numel() for t in tensors.params.values() if t.requires_grad)
@@ -48,6 +49,7 @@ def assemble_stats(
         roofline_time=root.roofline_time,
         gpu=counter.gpu.name if counter.gpu is not None else None,
         peak_memory=root.peak_memory,
+        kv_cache=root.kv_cache,
         peak_memory_source="estimate" if memory.exact is None else "cuda",
         peak_memory_estimate=memory.estimate,
         peak_memory_approximations=memory.approximations if memory.exact is None else [],
@@ -118,6 +120,16 @@ def _add_memory(layers: dict[str, LayerStats], memory: StepMemory) -> None:
         for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
             layer.peak_memory = max(layer.peak_memory or 0, peak)
     layers[""].peak_memory = memory.exact if memory.exact is not None else memory.estimate
+
+
+def _add_cache(layers: dict[str, LayerStats], by_module: dict[str, int] | None) -> None:
+    """A serving step's cache bytes, on the module that made each part and its ancestors."""
+    if by_module is None:
+        return
+    layers[""].kv_cache = 0
+    for name, size in by_module.items():
+        for layer in _ancestors(layers, name + ".") if name else [layers[""]]:
+            layer.kv_cache = (layer.kv_cache or 0) + size
 
 
 def _ancestors(layers: dict[str, LayerStats], name: str) -> Iterator[LayerStats]:

@@ -33,6 +33,7 @@ from .inputs import call_arguments, size_tables_unknown
 from .inventory import TensorInventory
 from .parallel import Parallel
 from .runners import run_cuda, run_fake, run_meta, run_real, run_sharded
+from .serving import check_serving, context_notes, serving_arguments
 from .step import ForwardError, Step, Watched, first_line
 from .target import MemoryTarget
 from .tracking import ValuesUnknown
@@ -65,6 +66,8 @@ def measure(
     step: str | None = None,
     accumulation_steps: int = 1,
     set_to_none: bool = True,
+    context: int | None = None,
+    batch: int | None = None,
 ) -> ModelStats:
     """Measure one ``forward`` call of ``model`` (and, with ``mode="training"``, its backward and
     optimizer step) without changing the model.
@@ -102,6 +105,14 @@ def measure(
 
     ``gpu`` (a name in ``pytest_modelbudget.gpus.GPUS`` such as ``"h100-sxm"``, or a ``Gpu``)
     adds ``roofline_time``: the forward's ops at that GPU's peak and bandwidth, a lower bound.
+
+    Serving: ``mode="prefill"`` runs the forward over ``batch`` sequences of ``context`` tokens,
+    filling the model's cache; ``mode="decode"`` runs one new token per sequence on a cache that
+    already holds ``context`` tokens, built by the model's own prefill on fake tensors. ``kv_cache``
+    is the bytes that cache holds (per layer too: the module whose ops made it); ``peak_memory``
+    holds the weights, the cache and the step. A transformers generative model needs no inputs;
+    any other model takes ``inputs`` as a function of ``(batch, context)`` returning the step's
+    inputs (for a decode step its cache included).
     """
     if not isinstance(model, torch.nn.Module):
         raise MeasureError(
@@ -119,6 +130,9 @@ def measure(
         )
     if not isinstance(set_to_none, bool):
         raise MeasureError(f"set_to_none must be True or False, found {set_to_none!r}")
+    serving = check_serving(mode, context, batch)
+    if serving is not None and (optimizer is not None or loss_fn is not None):
+        raise MeasureError(f"loss_fn and optimizer apply to mode='training', not mode={mode!r}")
     if step is not None and step not in STEP.choices:
         raise MeasureError(f"step must be one of {', '.join(map(repr, STEP.choices))}, found {step!r}")
     if step is not None and (mode != "training" or optimizer is None):
@@ -148,6 +162,11 @@ def measure(
             f"{', ...' if len(lazy) > 3 else ''}: a lazy module such as nn.LazyLinear): run one forward with "
             "real inputs first, then measure it"
         )
+    if serving is not None:
+        if input_size is not None:
+            raise MeasureError(f"mode={mode!r} makes its inputs from batch= and context=: drop input_size")
+        inputs = serving_arguments(model, serving, inputs)
+        notes.extend(context_notes(model, serving))
     args, keywords = call_arguments(model, inputs, input_size, dtype, forward_kwargs)
     tensors = TensorInventory(model)
     target = MemoryTarget.choose(device, tensors)
@@ -156,6 +175,7 @@ def measure(
     run.step_kind = step
     run.accumulation_steps = accumulation_steps
     run.set_to_none = set_to_none
+    run.serving = serving
 
     name = type(model).__name__
     try:
@@ -200,7 +220,10 @@ def measure(
         memory.approximations.append(COMPILED)
     if target.exact is not None:
         memory.exact = run_cuda(run, tensors, target.exact)
-    return assemble_stats(tensors, model, watched.counter, memory, mode=mode, execution=execution, notes=notes)
+    stats = assemble_stats(tensors, model, watched.counter, memory, mode=mode, execution=execution, notes=notes)
+    if serving is not None:
+        stats.context, stats.batch = serving.context, serving.batch
+    return stats
 
 
 def _gpu(gpu: str | Gpu | None) -> Gpu | None:

@@ -22,6 +22,7 @@ from . import adapters
 from .caches import cleared_after, method_caches
 from .loss import default_loss, describe_output
 from .memory import MemoryLedger, StepMemory, deterministic_frees, following_resizes, following_rng_states
+from .serving import Serving, cache_bytes, cache_of, cache_tensors, pop_prefill
 from .simulation import CudaAttention, use_foreach
 from .standins import Slots
 from .target import MemoryTarget
@@ -100,6 +101,10 @@ class Step:
         #: Called as a run on a device (no ledger) starts its steady step: the CUDA runner resets
         #: the allocator's peak there when the steady step alone is asked for.
         self.steady_started: Callable[[], None] | None = None
+        #: A serving step (prefill or decode, ``serving.py``), and what is called once a decode
+        #: step's cache is built, before the step (the CUDA runner resets the allocator's peak).
+        self.serving: Serving | None = None
+        self.decode_started: Callable[[], None] | None = None
 
     def cublas_workspace(self) -> tuple[int, str]:
         """The cuBLAS workspace of the GPU simulated: the named one's, else the device measured on."""
@@ -216,9 +221,17 @@ class Step:
         )
         estimating = ledger is not None
         autocast = self._autocast("cpu" if estimating else "cuda")
+        serving = self.serving is not None
+        if serving and estimating:
+            counter.origins = {}
         with contextlib.ExitStack() as stack:
             stack.enter_context(_train_flags(self.model, self.mode == "training"))
             stack.enter_context(cleared_after(self.caches))
+            # Installed for the whole step, not the forward alone: activation checkpointing runs
+            # the forward again in backward, and must find the stand-ins there too.
+            stack.enter_context(stand_ins.installed())
+            if serving:
+                keywords = self._prefilled(keywords, counter, autocast)
             if ledger is not None:
                 stack.enter_context(deterministic_frees())
                 stack.enter_context(following_resizes(ledger))
@@ -226,17 +239,47 @@ class Step:
                     stack.enter_context(following_rng_states(ledger))
                 ledger.hold(stand_ins.held)
                 ledger.hold(t for t in tree_flatten((args, keywords))[0] if isinstance(t, torch.Tensor))
+                if serving:
+                    # The cache is held before the step, as the weights are.
+                    ledger.hold(cache_tensors(cache_of(None, keywords)))
                 stack.enter_context(counter.watching())
-            # Installed for the whole step, not the forward alone: activation checkpointing runs
-            # the forward again in backward, and must find the stand-ins there too.
-            stack.enter_context(stand_ins.installed())
-            if self.mode == "inference":
+            if self.mode != "training":
                 with torch.no_grad(), autocast:
-                    self._forward(args, keywords)
+                    output = self._forward(args, keywords)
+                if serving and self.serving is not None and self.serving.mode == "prefill":
+                    counter.kv_cache = cache_bytes(self._cache(output, keywords), counter.origins)
                 return counter, False
             with torch.enable_grad():
                 foreach = self._train(stand_ins, args, keywords, counter, ledger, autocast, foreach_as_cuda)
         return counter, foreach
+
+    def _prefilled(self, keywords: Any, counter: OpCounter, autocast: contextlib.AbstractContextManager[Any]) -> Any:
+        """A decode step's keywords with its cache in place: built by the model's own prefill, run
+        here unpriced and outside the ledger (its activations are gone before the step starts);
+        the cache it leaves is measured now, holding the context's tokens."""
+        assert self.serving is not None
+        found = pop_prefill(keywords) if isinstance(keywords, dict) else None
+        if found is not None:
+            key, prefill = found
+            with counter.unpriced(), torch.no_grad(), autocast:
+                output = self._forward(prefill.args, prefill.keywords)
+            keywords = {**keywords, key: self._cache(output, prefill.keywords)}
+            del output
+        if self.decode_started is not None:
+            self.decode_started()
+        if self.serving.mode == "decode":
+            counter.kv_cache = cache_bytes(self._cache(None, keywords), counter.origins)
+        return keywords
+
+    def _cache(self, output: Any, keywords: Any) -> Any:
+        cache = cache_of(output, keywords if isinstance(keywords, dict) else {})
+        if cache is None:
+            assert self.serving is not None
+            raise MeasureError(
+                f"mode={self.serving.mode!r}: {type(self.model).__name__} returned no cache (no past_key_values or "
+                "cache in its output or inputs): is use_cache off in its config?"
+            )
+        return cache
 
     def _train(
         self,

@@ -10,6 +10,7 @@ that is below ``torch.matmul``, ``F.*``, ``einsum`` and ``x @ w``, so functional
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,7 @@ from . import shapes
 from .formulas import has_formula
 from .formulas.table import Pricer, pricer
 from .inputs import is_size_table, keeps_size_tables
-from .memory import MemoryLedger
+from .memory import MemoryLedger, storage_of
 from .roofline import op_seconds
 from .workspaces import CUBLAS, UNMODELLED, workspace_of
 
@@ -172,6 +173,7 @@ class _OpFacts:
         "price",
         "query",
         "unmodelled",
+        "view",
         "workspace",
         "written",
     )
@@ -196,6 +198,7 @@ class _OpFacts:
         self.workspace = workspace_of(func)
         self.unmodelled = packet in UNMODELLED
         self.cublas = packet in CUBLAS
+        self.view = bool(func.is_view)
 
 
 _FACTS: dict[int, _OpFacts] = {}
@@ -285,6 +288,10 @@ class OpCounter(TorchDispatchMode):
         #: taken already); ``cublas_taken`` says whether a matmul took it.
         self._cublas_workspace = cublas_workspace
         self.cublas_taken = False
+        #: A serving step: which module made or last wrote each storage (``serving.py``), and
+        #: the bytes its cache holds by that module (None: no serving step).
+        self.origins: dict[int, tuple[weakref.ref, str]] | None = None
+        self.kv_cache: dict[str, int] | None = None
         #: With a GPU: each op's roofline seconds, charged as MACs are (``roofline.py``).
         self.gpu = gpu
         self.seconds: dict[str, float] = defaultdict(float)
@@ -399,6 +406,8 @@ class OpCounter(TorchDispatchMode):
                 raise
             args, kwargs = moved
             out = self._memo.run(func, args, kwargs) if self._memo is not None else shapes.run(func, args, kwargs)
+        if self.origins is not None and not facts.view:
+            self._note_origins(out)
         if self.ledger is not None:
             if self.in_backward and _accumulates(func, args, kwargs, out):
                 self.ledger.hold_accumulation(out, args[0])
@@ -416,6 +425,30 @@ class OpCounter(TorchDispatchMode):
         if self.counting:
             self._charge(func, facts, args, kwargs, out)
         return out
+
+    def _note_origins(self, out: Any) -> None:
+        assert self.origins is not None
+        name = self._stack[-1] if self._stack else ""
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                storage = storage_of(tensor)
+                if storage is not None:
+                    self.origins[id(storage)] = (weakref.ref(storage), name)
+
+    @contextlib.contextmanager
+    def unpriced(self) -> Iterator[None]:
+        """Ops that run but are not the step's (a decode step's prefill): neither priced nor in
+        the ledger; where origins are followed, theirs are."""
+        counting, ledger = self.counting, self.ledger
+        self.counting, self.ledger = False, None
+        try:
+            if self.origins is not None:
+                with self.watching():
+                    yield
+            else:
+                yield
+        finally:
+            self.counting, self.ledger = counting, ledger
 
     def _shape_only(self, func: Any, facts: _OpFacts, args: tuple, kwargs: dict) -> Any:
         """An op's output in a shape-only run: from its first call's metadata where it repeats,

@@ -99,7 +99,7 @@ def unmodelled_notes(ops: set[Any], target: str, autocast: torch.dtype | None) -
     if ops & {aten.convolution, aten.convolution_backward}:
         notes.append(
             "convolutions' kernel workspaces are not in the estimate: on the CPU oneDNN's layout reorders (which "
-            "depend on the processor; resnet50 measured -3.3% in inference, -0.3% in training), on CUDA cuDNN's "
+            "depend on the processor; resnet50 measured -3.3% in inference, -0.3% to -1.1% in training), on CUDA cuDNN's "
             "workspace"
         )
     if target == "cpu" and autocast is not None and ops & {aten.mm, aten.addmm, aten.bmm}:

@@ -360,7 +360,9 @@ def test_a_forward_that_raises_keeps_its_exception_as_the_cause():
 
 
 def test_bad_arguments():
-    with pytest.raises(MeasureError, match="mode must be one of 'inference', 'training', found 'eval'"):
+    with pytest.raises(
+        MeasureError, match="mode must be one of 'inference', 'training', 'prefill', 'decode', found 'eval'"
+    ):
         measure_checked(nn.Linear(2, 2), input_size=(1, 2), mode="eval")
     with pytest.raises(MeasureError, match="input_size must be a shape"):
         measure_checked(nn.Linear(2, 2), input_size="1x2")

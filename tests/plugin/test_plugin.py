@@ -180,7 +180,10 @@ def test_width_{w}(model_budget):
             'limits = { peak_memory = "300M" }',
             "*budgets.net.limits.peak_memory: expected an integer number of bytes*found '300M'*",
         ),
-        ('mode = "eval"', "*budgets.toml:9: budgets.net.mode: Input should be 'inference' or 'training'*"),
+        (
+            'mode = "eval"',
+            "*budgets.toml:9: budgets.net.mode: Input should be 'inference', 'training', 'prefill' or 'decode'*",
+        ),
         ("limits = { params = 1K }", "*budgets.toml: not valid TOML: *(at line 9, column *)*"),
         ('autocast = "fp8"', "*budgets.toml:9: budgets.net.autocast: Input should be 'float16' or 'bfloat16'*"),
     ],

@@ -35,6 +35,8 @@ def run_cuda(step: Step, tensors: TensorInventory, device: torch.device) -> int:
     args, keywords = map_inputs(
         (step.args, step.keywords), lambda t: t.to(device, copy=True), lambda spec: spec.make(device)
     )
+    # A decode step's cache is built first by the model's own prefill: the step's peak starts there.
+    step.decode_started = lambda: cuda.reset_peak_memory_stats(device)
     if step.step_kind == "steady":
         # The steady step alone: the allocator's peak from where the first step left it.
         step.steady_started = lambda: cuda.reset_peak_memory_stats(device)
@@ -47,6 +49,7 @@ def run_cuda(step: Step, tensors: TensorInventory, device: torch.device) -> int:
         ) from error.error
     finally:
         step.steady_started = None
+        step.decode_started = None
     cuda.synchronize(device)
     peak = cuda.max_memory_allocated(device) - before
     del stand_ins, args, keywords
