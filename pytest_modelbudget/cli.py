@@ -16,7 +16,7 @@ from .factories import FactoryError, load_callable
 from .figures import ROOFLINE_TIME
 from .gate.render import DEFAULT_TREE, TREE_COLUMNS
 from .gpus import GPUS
-from .options import ACCUMULATION_STEPS, AUTOCAST, MODE, OUTPUTS, SET_TO_NONE, STEP, resolve
+from .options import ACCUMULATION_STEPS, AUTOCAST, BATCH, CONTEXT, MODE, OUTPUTS, SET_TO_NONE, STEP, resolve
 
 
 def _shape(text: str) -> list[int]:
@@ -84,8 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mode",
         choices=MODE.choices,
-        help="inference: forward under no_grad (default); training: forward, backward of the summed outputs",
+        help="inference: forward under no_grad (default); training: forward, backward of the summed outputs; "
+        "prefill: a generative model's forward over --batch x --context tokens; decode: one new token per sequence "
+        "on a cache holding --context tokens",
     )
+    parser.add_argument("--context", type=int, help=CONTEXT.help)
+    parser.add_argument("--batch", type=int, help=BATCH.help)
     parser.add_argument(
         "--device",
         default=None,
@@ -185,11 +189,15 @@ def _measure(args: argparse.Namespace) -> Any:
         if not isinstance(dtype, torch.dtype):
             raise FactoryError(f"--dtype: {args.dtype!r} is not a torch dtype (try long, float16, bfloat16)")
     built = build(args.factory, dict(args.kwarg), meta=True if args.meta else None)
-    inputs = load_callable(args.inputs)() if args.inputs else None
+    serving = args.mode in ("prefill", "decode")
+    inputs = None
+    if args.inputs:
+        # A serving step calls it with (batch, context) itself.
+        inputs = load_callable(args.inputs) if serving else load_callable(args.inputs)()
     input_size = None
     if args.input_size:
         input_size = args.input_size[0] if len(args.input_size) == 1 else args.input_size
-    if inputs is None and input_size is None:
+    if inputs is None and input_size is None and not serving:
         inputs = built.inputs
     parallel = None
     if args.world_size is not None:
@@ -213,6 +221,8 @@ def _measure(args: argparse.Namespace) -> Any:
         "step": args.step,
         "accumulation_steps": args.accumulation_steps,
         "set_to_none": None if args.set_to_none is None else args.set_to_none == "true",
+        "context": args.context,
+        "batch": args.batch,
     }
     optimizer = None
     if args.optimizer:
@@ -239,6 +249,8 @@ def _measure(args: argparse.Namespace) -> Any:
         step=chosen["step"],
         accumulation_steps=chosen["accumulation_steps"],
         set_to_none=chosen["set_to_none"],
+        context=chosen["context"],
+        batch=chosen["batch"],
     )
     return stats
 

@@ -38,6 +38,8 @@ class Figure:
     #: The figure this one mostly moves with (bytes with params): diffed after the others, left
     #: out of ``--budget-compare``'s layer tables, and the first column a narrow terminal drops.
     follows: str | None = None
+    #: For a figure only some steps have: what measures it (said when a limit finds none).
+    measured_by: str = ""
 
 
 PARAMS = Figure(
@@ -107,6 +109,7 @@ KV_CACHE = Figure(
     per_layer=True,
     compared=True,
     diff_rank=4,
+    measured_by='a serving step: mode = "prefill" or "decode", with context (and batch)',
 )
 MEMORY_TRAFFIC = Figure(
     "memory_traffic",
@@ -125,6 +128,7 @@ ROOFLINE_TIME = Figure(
     "roofline",
     per_layer=True,
     tree_rank=5,
+    measured_by='a GPU named: gpu = "h100-sxm" (or another of pytest_modelbudget.gpus.GPUS)',
 )
 UNUSED_PARAMS = Figure(
     "unused_params", "count", "parameters forward never read (a limit of 0 fails on a dead layer)", "unused"

@@ -76,12 +76,26 @@ DEVICE = Option(
     ("argument", "entry", "settings"),
     help="whose peak memory: cuda (measured where available, else estimated), cuda:N or cpu",
 )
+CONTEXT = Option("context", LEVELS[:3], help="prefill and decode: the tokens each sequence holds (the cache's length)")
+BATCH = Option("batch", LEVELS[:3], help="prefill and decode: the sequences served together (default 1)")
 GPU = Option("gpu", LEVELS, help="the GPU of roofline_time: a built-in name or one of [settings.gpus]")
 PARALLEL = Option("parallel", LEVELS[:3], help="one rank of a sharded step: {strategy, world_size, ...}")
 
 OPTIONS: dict[str, Option] = {
     option.name: option
-    for option in (MODE, OUTPUTS, PARALLEL, GPU, STEP, ACCUMULATION_STEPS, SET_TO_NONE, AUTOCAST, DEVICE)
+    for option in (
+        MODE,
+        OUTPUTS,
+        PARALLEL,
+        GPU,
+        STEP,
+        ACCUMULATION_STEPS,
+        SET_TO_NONE,
+        CONTEXT,
+        BATCH,
+        AUTOCAST,
+        DEVICE,
+    )
 }
 #: Options the ``budget`` marker takes besides its limits.
 MARKER_OPTIONS: tuple[str, ...] = tuple(name for name, option in OPTIONS.items() if "marker" in option.levels)

@@ -145,7 +145,7 @@ def test_json_stays_valid_when_the_model_prints_while_it_is_built(tmp_path):
 
 
 def test_a_model_spec_needs_no_code_and_no_inputs():
-    result = run_cli(
+    args = (
         "hf:llama",
         "--kwarg",
         "num_hidden_layers=2",
@@ -160,12 +160,20 @@ def test_a_model_spec_needs_no_code_and_no_inputs():
         "--format",
         "json",
     )
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    # LlamaModel by hand: embeddings 500*64; per layer q,k,v,o 4*64*64, MLP 3*64*128, two norms 2*64;
-    # the final norm 64.
-    assert data["params"] == 500 * 64 + 2 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) + 64
-    assert data["model_type"] == "LlamaModel"
+    # LlamaForCausalLM by hand (a decoder's spec builds the model people run): embeddings 500*64;
+    # per layer q,k,v,o 4*64*64, MLP 3*64*128, two norms 2*64; the final norm 64; the untied head
+    # 64*500.
+    backbone = 500 * 64 + 2 * (4 * 64 * 64 + 3 * 64 * 128 + 2 * 64) + 64
+    assert data["params"] == backbone + 64 * 500
+    assert data["model_type"] == "LlamaForCausalLM"
+    # The bare backbone by its class's name.
+    result = run_cli("hf:LlamaModel", *args[1:])
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["model_type"], data["params"]) == ("LlamaModel", backbone)
     result = run_cli("hf:no_such_type")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: hf:no_such_type: not a model type of transformers")
@@ -181,3 +189,20 @@ def test_torchvision_and_timm_specs_through_the_cli():
         result = run_cli(spec, "--format", "json")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["params"] == 11_689_512, spec
+
+
+def test_a_decode_step_from_the_command_line():
+    result = run_cli(
+        "hf:llama",
+        *("--kwarg", "num_hidden_layers=2", "--kwarg", "hidden_size=64", "--kwarg", "intermediate_size=128"),
+        *("--kwarg", "num_attention_heads=4", "--kwarg", "num_key_value_heads=2", "--kwarg", "vocab_size=500"),
+        *("--mode", "decode", "--context", "300", "--batch", "3", "--format", "json"),
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    # 2 layers x (keys, values) x 2 KV heads x 16 dims x 4 bytes = 512 bytes a token.
+    assert data["kv_cache"] == 512 * 300 * 3
+    assert (data["mode"], data["context"], data["batch"]) == ("decode", 300, 3)
+    bad = run_cli("hf:llama", "--mode", "decode", "--context", "0")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "context must be a whole number, 1 or more, found 0" in bad.stderr

@@ -167,6 +167,9 @@ class Entry(_Strict):
     accumulation_steps: int | None = Field(default=None, ge=1)
     #: Training with an optimizer: zero_grad frees the gradients (default) or zeroes them.
     set_to_none: bool | None = None
+    #: Prefill and decode: the tokens each sequence holds, and the sequences (default 1).
+    context: int | None = Field(default=None, ge=1)
+    batch: int | None = Field(default=None, ge=1)
     autocast: AutocastName | None = None
     #: One rank of a sharded step: peak_memory is that rank's.
     parallel: ParallelSpec | None = None
@@ -188,6 +191,11 @@ class Entry(_Strict):
             raise ValueError(
                 'step chooses between an optimizer\'s first and steady steps: add optimizer = "torch.optim:AdamW" (or another)'
             )
+        serving = self.mode in ("prefill", "decode")
+        if self.factory and (self.context is not None or self.batch is not None) and not serving:
+            raise ValueError('context and batch apply to mode = "prefill" or "decode"')
+        if self.factory and serving and self.context is None:
+            raise ValueError(f'mode = "{self.mode}" needs context: the tokens each sequence holds (context = 8192)')
         if self.optimizer_kwargs and not self.optimizer:
             raise ValueError('optimizer_kwargs without an optimizer: add optimizer = "torch.optim:AdamW" (or another)')
         return self

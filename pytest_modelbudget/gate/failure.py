@@ -38,7 +38,9 @@ def check_line(check: FigureCheck, tolerances: Mapping[str, float]) -> str:
     tolerance = tolerances.get(check.figure, 0.0)
     kind = FIGURES[check.figure]
     if check.status == "unmeasured":
-        return f"{check.figure} has a limit of {format_quantity(check.limit or 0, kind)} but was not measured"
+        line = f"{check.figure} has a limit of {format_quantity(check.limit or 0, kind)} but was not measured"
+        measured_by = BY_NAME[check.figure].measured_by
+        return f"{line}: it needs {measured_by}" if measured_by else line
     assert check.value is not None
     if check.status == "over_limit":
         assert check.limit is not None
@@ -91,9 +93,10 @@ def failure_message(
     if memory_source and any(check.figure == PEAK_MEMORY.name and check.value is not None for check in failing):
         # A figure estimated on CI and one measured on a GPU differ by the estimate's error.
         lines.append(f"  ({PEAK_MEMORY.name}: {memory_source})")
-    if not failing:
+    measured = [check for check in failing if check.status != "unmeasured"]
+    if not measured:
         return "\n".join(lines)
-    failed = {c.figure for c in failing}
+    failed = {c.figure for c in measured}
     # A figure that has no per-layer diff (roofline_time) is explained by the most telling two.
     figures = [f for f in DIFF_ORDER if f in failed] or list(DIFF_ORDER[:2])
     if verbose < 2:

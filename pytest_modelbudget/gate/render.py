@@ -127,7 +127,13 @@ def totals_lines(stats: ModelStats) -> list[str]:
                     f"{kind.replace('_', ' ')} {format_bytes(size)}" for kind, size in stats.peak_memory_split.items()
                 )
             )
-    lines.append(f"mode:             {stats.mode} ({stats.execution} execution)")
+    if stats.kv_cache is not None:
+        lines.append(
+            f"KV cache:         {stats.kv_cache:,} ({format_bytes(stats.kv_cache)} for {stats.batch} x "
+            f"{stats.context:,} tokens)"
+        )
+    serving = f", batch {stats.batch} x context {stats.context:,}" if stats.context is not None else ""
+    lines.append(f"mode:             {stats.mode}{serving} ({stats.execution} execution)")
     if stats.shared_params:
         lines.append("shared:           " + "; ".join(" = ".join(group) for group in stats.shared_params))
     if stats.unused_params:

@@ -80,8 +80,8 @@ class DeclaredModel(pytest.Item):
             ) from exc
         model = built.model
         chosen = resolve({"entry": entry.options(), "settings": session.file.settings.options()})
-        if inputs is None and entry.input_size is None:
-            inputs = built.inputs
+        if inputs is None and entry.input_size is None and chosen["mode"] not in ("prefill", "decode"):
+            inputs = built.inputs  # a serving step makes its own from batch and context
         try:
             stats = measure(
                 model,
@@ -100,6 +100,8 @@ class DeclaredModel(pytest.Item):
                 step=chosen["step"],
                 accumulation_steps=chosen["accumulation_steps"],
                 set_to_none=chosen["set_to_none"],
+                context=chosen["context"],
+                batch=chosen["batch"],
             )
         except ModelBudgetError as exc:
             raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc

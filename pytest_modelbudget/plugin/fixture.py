@@ -54,6 +54,8 @@ class ModelBudget:
         step: str | None = None,
         accumulation_steps: int | None = None,
         set_to_none: bool | None = None,
+        context: int | None = None,
+        batch: int | None = None,
     ) -> ModelStats:
         """:func:`pytest_modelbudget.measure`; the options not given (``mode``, ``outputs``,
         ``parallel``, ``gpu``, ``device``) come from the marker, then ``[settings]``."""
@@ -68,6 +70,8 @@ class ModelBudget:
             "step": step,
             "accumulation_steps": accumulation_steps,
             "set_to_none": set_to_none,
+            "context": context,
+            "batch": batch,
         }
         return self._measure(
             model,
@@ -131,6 +135,8 @@ class ModelBudget:
             step=chosen["step"],
             accumulation_steps=chosen["accumulation_steps"],
             set_to_none=chosen["set_to_none"],
+            context=chosen["context"],
+            batch=chosen["batch"],
             **rest,
         )
 

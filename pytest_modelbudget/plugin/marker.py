@@ -28,6 +28,9 @@ class BudgetMarker:
     step: str | None = None
     accumulation_steps: int | None = None
     set_to_none: bool | None = None
+    #: Prefill and decode: the tokens each sequence holds, and the sequences.
+    context: int | None = None
+    batch: int | None = None
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> BudgetMarker:
@@ -75,9 +78,11 @@ class BudgetMarker:
                 raise BudgetUsageError(
                     f"budget marker: parallel={kwargs['parallel']!r}: {where + ': ' if where else ''}{first['msg']}"
                 ) from None
+        for key in ("accumulation_steps", "context", "batch"):
+            value = kwargs.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise BudgetUsageError(f"budget marker: {key}={value!r}; expected a whole number, 1 or more")
         steps = kwargs.get("accumulation_steps")
-        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-            raise BudgetUsageError(f"budget marker: accumulation_steps={steps!r}; expected a whole number, 1 or more")
         set_to_none = kwargs.get("set_to_none")
         if set_to_none is not None and not isinstance(set_to_none, bool):
             raise BudgetUsageError(f"budget marker: set_to_none={set_to_none!r}; expected True or False")
@@ -95,6 +100,8 @@ class BudgetMarker:
             step=kwargs.get("step"),
             accumulation_steps=steps,
             set_to_none=set_to_none,
+            context=kwargs.get("context"),
+            batch=kwargs.get("batch"),
         )
 
     def options(self) -> dict[str, Any]:

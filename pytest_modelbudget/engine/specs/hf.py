@@ -59,8 +59,14 @@ def build_hf(name: str, overrides: dict[str, Any], *, meta: bool) -> BuiltModel:
         import transformers
     except ImportError:
         raise FactoryError(f"hf:{name}: transformers is not installed") from None
-    config = load_config(name, overrides)
-    model_class = _model_class(transformers, config)
+    named = _named_class(transformers, name)
+    if named is not None:
+        # A class of transformers' own (``hf:GPT2Model``: the bare backbone) from its default config.
+        config = load_config(named.config_class.model_type, overrides)
+        model_class = named
+    else:
+        config = load_config(name, overrides)
+        model_class = _model_class(transformers, config)
     with built_on(meta):
         try:
             model = model_class._from_config(config)
@@ -71,12 +77,31 @@ def build_hf(name: str, overrides: dict[str, Any], *, meta: bool) -> BuiltModel:
     return BuiltModel(model.eval(), default_inputs(model, config))
 
 
+def _named_class(transformers: Any, name: str) -> Any:
+    """The model class ``name`` names (``GPT2Model``, ``LlamaForSequenceClassification``), if any."""
+    if not name[:1].isupper() or "/" in name:
+        return None
+    try:
+        found = getattr(transformers, name, None)
+    except Exception:  # a lazy module that fails to import (a missing optional dependency)
+        return None
+    if not (isinstance(found, type) and issubclass(found, transformers.PreTrainedModel)):
+        return None
+    return found if getattr(getattr(found, "config_class", None), "model_type", None) else None
+
+
 def _model_class(transformers: Any, config: Any) -> Any:
-    # The architecture the config was saved for, else the bare model of its type.
+    # The architecture the config was saved for; else, for a decoder-only type, its causal LM
+    # (the model people run: GPT-2 with its head, not GPT2Model); else the bare model of its type.
     for architecture in getattr(config, "architectures", None) or ():
         found = getattr(transformers, architecture, None)
         if found is not None:
             return found
+    causal = transformers.MODEL_FOR_CAUSAL_LM_MAPPING
+    # Encoders register a causal LM too (BERT's BertLMHeadModel); theirs is the masked LM.
+    encoder = type(config) in transformers.MODEL_FOR_MASKED_LM_MAPPING
+    if type(config) in causal and not encoder and not getattr(config, "is_encoder_decoder", False):
+        return causal[type(config)]
     try:
         return transformers.AutoModel._model_mapping[type(config)]
     except KeyError:
