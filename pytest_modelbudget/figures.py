@@ -40,6 +40,9 @@ class Figure:
     follows: str | None = None
     #: For a figure only some steps have: what measures it (said when a limit finds none).
     measured_by: str = ""
+    #: Higher is better (how many sequences fit): a limit is the least it may be, and a drop
+    #: below the baseline fails.
+    floor: bool = False
 
 
 PARAMS = Figure(
@@ -130,6 +133,24 @@ ROOFLINE_TIME = Figure(
     tree_rank=5,
     measured_by='a GPU named: gpu = "h100-sxm" (or another of pytest_modelbudget.gpus.GPUS)',
 )
+MAX_BATCH = Figure(
+    "max_batch",
+    "count",
+    "decode: the most sequences of context tokens whose step fits the named GPU's memory (a floor)",
+    "max batch",
+    compared=True,
+    measured_by='a decode step on a GPU named: mode = "decode", context and gpu = "h100-sxm"',
+    floor=True,
+)
+MAX_CONTEXT = Figure(
+    "max_context",
+    "count",
+    "decode: the most tokens a cache may hold for batch sequences whose step fits the named GPU's memory (a floor)",
+    "max context",
+    compared=True,
+    measured_by='a decode step on a GPU named: mode = "decode", context and gpu = "h100-sxm"',
+    floor=True,
+)
 UNUSED_PARAMS = Figure(
     "unused_params", "count", "parameters forward never read (a limit of 0 fails on a dead layer)", "unused"
 )
@@ -147,6 +168,8 @@ TABLE: tuple[Figure, ...] = (
     KV_CACHE,
     MEMORY_TRAFFIC,
     ROOFLINE_TIME,
+    MAX_BATCH,
+    MAX_CONTEXT,
     UNUSED_PARAMS,
 )
 BY_NAME: dict[str, Figure] = {figure.name: figure for figure in TABLE}

@@ -28,6 +28,9 @@ class Gpu:
     #: The major CUDA compute capability (9: Hopper), which sizes PyTorch's cuBLAS workspace;
     #: None where unknown (a GPU of the budget file's own).
     capability: int | None = None
+    #: Bytes of device memory on the datasheet (GiB: "80GB" HBM is 80 GiB); None where unknown.
+    #: The driver keeps some (an 80 GB H100 reports about 79.1 GiB) and the CUDA context more.
+    memory: int | None = None
 
     def peak(self, dtype: str, tensor_cores: bool) -> float:
         if not tensor_cores:
@@ -35,9 +38,12 @@ class Gpu:
         return self.peaks.get(dtype, self.peaks["fp32"])
 
 
-def _gpu(name: str, bandwidth_tb: float, source: str, capability: int, **peaks_t: float) -> Gpu:
+GIB = 2**30
+
+
+def _gpu(name: str, bandwidth_tb: float, source: str, capability: int, memory_gb: int, **peaks_t: float) -> Gpu:
     peaks = {dtype: value * T for dtype, value in peaks_t.items()}
-    return Gpu(name, bandwidth_tb * T, peaks, source, capability=capability)
+    return Gpu(name, bandwidth_tb * T, peaks, source, capability=capability, memory=memory_gb * GIB)
 
 
 GPUS: dict[str, Gpu] = {
@@ -48,6 +54,7 @@ GPUS: dict[str, Gpu] = {
             3.35,
             "NVIDIA H100 Tensor Core GPU datasheet (SXM)",
             capability=9,
+            memory_gb=80,
             fp32=67,
             tf32=494.5,
             bf16=989.5,
@@ -60,6 +67,7 @@ GPUS: dict[str, Gpu] = {
             2.0,
             "NVIDIA H100 Tensor Core GPU datasheet (PCIe)",
             capability=9,
+            memory_gb=80,
             fp32=51,
             tf32=378,
             bf16=756,
@@ -72,6 +80,7 @@ GPUS: dict[str, Gpu] = {
             4.8,
             "NVIDIA H200 Tensor Core GPU datasheet (SXM)",
             capability=9,
+            memory_gb=141,
             fp32=67,
             tf32=494.5,
             bf16=989.5,
@@ -84,6 +93,7 @@ GPUS: dict[str, Gpu] = {
             8.0,
             "NVIDIA HGX B200 datasheet, per GPU",
             capability=10,
+            memory_gb=180,
             fp32=75,
             tf32=1100,
             bf16=2250,
@@ -96,6 +106,7 @@ GPUS: dict[str, Gpu] = {
             1.555,
             "NVIDIA A100 Tensor Core GPU datasheet (40GB SXM)",
             capability=8,
+            memory_gb=40,
             fp32=19.5,
             tf32=156,
             bf16=312,
@@ -107,6 +118,7 @@ GPUS: dict[str, Gpu] = {
             2.039,
             "NVIDIA A100 Tensor Core GPU datasheet (80GB SXM)",
             capability=8,
+            memory_gb=80,
             fp32=19.5,
             tf32=156,
             bf16=312,
@@ -118,6 +130,7 @@ GPUS: dict[str, Gpu] = {
             0.3,
             "NVIDIA L4 Tensor Core GPU datasheet",
             capability=8,
+            memory_gb=24,
             fp32=30.3,
             tf32=60,
             bf16=121,
@@ -130,6 +143,7 @@ GPUS: dict[str, Gpu] = {
             0.6,
             "NVIDIA A10 Tensor Core GPU datasheet (AWS's A10G: same memory, tensor peaks as A10)",
             capability=8,
+            memory_gb=24,
             fp32=31.2,
             tf32=62.5,
             bf16=125,
@@ -143,12 +157,14 @@ GPUS: dict[str, Gpu] = {
             "NVIDIA T4 Tensor Core GPU datasheet (Turing: no bf16 or tf32 tensor cores, no flash attention)",
             flash_attention=False,
             capability=7,
+            memory=16 * GIB,
         ),
         _gpu(
             "rtx-4090",
             1.008,
             "NVIDIA Ada Lovelace architecture whitepaper, GeForce RTX 4090 (FP32 accumulate)",
             capability=8,
+            memory_gb=24,
             fp32=82.6,
             tf32=82.6,
             bf16=165.2,

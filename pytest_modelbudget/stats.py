@@ -78,6 +78,10 @@ class ModelStats:
     kv_cache: int | None = None
     context: int | None = None
     batch: int | None = None
+    #: A decode step with ``gpu=``: the most sequences (at ``context``) and the longest context
+    #: (at ``batch``) whose step's ``peak_memory`` fits that GPU's memory, found by runs.
+    max_batch: int | None = None
+    max_context: int | None = None
     #: A sharded step (``measure(parallel=...)``): what one rank held at its peak, by kind
     #: (sharded_params, gathered_params, gradients, optimizer_state, communication_buffers,
     #: activations: the rest, temporaries included; workspaces: cuBLAS's), in bytes.

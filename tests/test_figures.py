@@ -59,7 +59,17 @@ def test_the_schema_follows_the_table():
 
 def test_the_orders_the_reports_use():
     # Written out: what a reader of a failure, the end-of-run table and --budget-compare sees.
-    assert COMPARED == ("params", "bytes", "macs", "flops", "peak_memory", "kv_cache", "memory_traffic")
+    assert COMPARED == (
+        "params",
+        "bytes",
+        "macs",
+        "flops",
+        "peak_memory",
+        "kv_cache",
+        "memory_traffic",
+        "max_batch",
+        "max_context",
+    )
     assert SUMMARY_COLUMNS == ("params", "bytes", "macs", "flops", "peak_memory")
     assert DIFF_ORDER == ("params", "macs", "peak_memory", "kv_cache", "memory_traffic", "bytes", "flops")
     assert BASELINE_ORDER == ("params", "macs", "peak_memory", "bytes", "flops", "kv_cache", "memory_traffic")

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from ..factories import is_model_spec
-from ..figures import FIGURES, LAYER_FIGURES
+from ..figures import FIGURES, LAYER_FIGURES, PEAK_MEMORY
 from ..gpus import DTYPES as GPU_DTYPES
 from ..gpus import GPUS, Gpu
 from ..options import OPTIONS, AutocastName, ModeName, OutputsName, StepName
@@ -228,6 +228,8 @@ class GpuSpec(_Strict):
     compute dtype ("312T" FLOP/s); without ``fp32``, the lowest peak given stands for it."""
 
     bandwidth: str
+    #: Device memory ("24GB"), for a decode budget's max_batch and max_context.
+    memory: str | None = None
     fp32: str | None = None
     tf32: str | None = None
     bf16: str | None = None
@@ -239,6 +241,16 @@ class GpuSpec(_Strict):
     @classmethod
     def _bandwidth(cls, value: str) -> str:
         _per_second(value)
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_quantity(value, PEAK_MEMORY.kind)
+            except QuantityError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
@@ -262,7 +274,8 @@ class GpuSpec(_Strict):
             dtype: float(parse_quantity(getattr(self, dtype), "count")) for dtype in GPU_DTYPES if getattr(self, dtype)
         }
         peaks.setdefault("fp32", min(peaks.values()))
-        return Gpu(name, float(_per_second(self.bandwidth)), peaks, "budgets.toml [settings.gpus]")
+        memory = parse_quantity(self.memory, PEAK_MEMORY.kind) if self.memory else None
+        return Gpu(name, float(_per_second(self.bandwidth)), peaks, "budgets.toml [settings.gpus]", memory=memory)
 
 
 def _per_second(value: str) -> int:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -33,7 +34,16 @@ from .inputs import call_arguments, size_tables_unknown
 from .inventory import TensorInventory
 from .parallel import Parallel
 from .runners import run_cuda, run_fake, run_meta, run_real, run_sharded
-from .serving import check_serving, context_notes, serving_arguments
+from .serving import (
+    MOST_SEQUENCES,
+    MOST_TOKENS,
+    Serving,
+    check_serving,
+    context_limit,
+    context_notes,
+    largest_fitting,
+    serving_arguments,
+)
 from .step import ForwardError, Step, Watched, first_line
 from .target import MemoryTarget
 from .tracking import ValuesUnknown
@@ -162,6 +172,7 @@ def measure(
             f"{', ...' if len(lazy) > 3 else ''}: a lazy module such as nn.LazyLinear): run one forward with "
             "real inputs first, then measure it"
         )
+    user_inputs = inputs
     if serving is not None:
         if input_size is not None:
             raise MeasureError(f"mode={mode!r} makes its inputs from batch= and context=: drop input_size")
@@ -223,7 +234,57 @@ def measure(
     stats = assemble_stats(tensors, model, watched.counter, memory, mode=mode, execution=execution, notes=notes)
     if serving is not None:
         stats.context, stats.batch = serving.context, serving.batch
+        if serving.mode == "decode" and named_gpu is not None and named_gpu.memory:
+            if target.exact is None:
+                _search_capacity(stats, model, user_inputs, serving, named_gpu, device, dtype, forward_kwargs, autocast)
+            else:
+                stats.notes.append(
+                    "max_batch and max_context are searched on estimates only (runs that might not fit): measure "
+                    "a model on the CPU or the meta device for them"
+                )
     return stats
+
+
+def _search_capacity(
+    stats: ModelStats,
+    model: torch.nn.Module,
+    inputs: Any,
+    serving: Serving,
+    gpu: Gpu,
+    device: Any,
+    dtype: Any,
+    forward_kwargs: Any,
+    autocast: Any,
+) -> None:
+    """The most sequences at this context, and the longest context at this batch, whose decode
+    step's peak memory fits the GPU: each candidate a run of the model's own step."""
+    assert gpu.memory is not None
+    probe_gpu = replace(gpu, memory=None)  # the same GPU's choices, without a search of its own
+
+    def peak(context: int, batch: int) -> int:
+        probed = measure(
+            model,
+            inputs,
+            mode="decode",
+            context=context,
+            batch=batch,
+            device=device,
+            dtype=dtype,
+            forward_kwargs=forward_kwargs,
+            autocast=autocast,
+            gpu=probe_gpu,
+        )
+        assert probed.peak_memory is not None
+        return probed.peak_memory
+
+    stats.max_batch = largest_fitting(lambda batch: peak(serving.context, batch), gpu.memory, MOST_SEQUENCES)
+    upper = context_limit(model)
+    stats.max_context = largest_fitting(lambda context: peak(context, serving.batch), gpu.memory, upper)
+    if stats.max_context == upper:
+        stats.notes.append(
+            f"max_context: the decode step fits {gpu.name} at every context searched, up to {upper:,} tokens"
+            + (" (the model's max_position_embeddings)" if upper != MOST_TOKENS else "")
+        )
 
 
 def _gpu(gpu: str | Gpu | None) -> Gpu | None:

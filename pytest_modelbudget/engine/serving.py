@@ -121,13 +121,65 @@ def context_notes(model: torch.nn.Module, serving: Serving) -> list[str]:
     """What a reader should know of the context asked for: beyond what the model was trained for."""
     config = getattr(model, "config", None)
     limit = getattr(config, "max_position_embeddings", None) if config is not None else None
-    tokens = serving.context + (1 if serving.mode == "decode" else 0)
-    if isinstance(limit, int) and tokens > limit:
+    if isinstance(limit, int) and serving.context > limit:
         return [
-            f"context {serving.context:,} (+1 decoded) is beyond the model's max_position_embeddings {limit:,}: "
-            "measured as its code runs it, which may not be how it would be served"
+            f"context {serving.context:,} is beyond the model's max_position_embeddings {limit:,}: measured as its "
+            "code runs it, which may not be how it would be served"
         ]
     return []
+
+
+#: Where the searches stop: sequences served together, and tokens when the model states no limit.
+MOST_SEQUENCES = 1 << 16
+MOST_TOKENS = 1 << 24
+
+
+def largest_fitting(peak_at: Callable[[int], int], capacity: int, upper: int) -> int:
+    """The largest n in [1, upper] whose step's peak fits ``capacity`` (0 when none does), the
+    peak never falling as n grows. The first two runs' slope guesses it; runs either side of
+    the guess find it, so growth that slows (a sliding window caps the cache) is followed, not
+    extrapolated."""
+    peaks: dict[int, int] = {}
+
+    def fits(n: int) -> bool:
+        if n > upper:
+            return False
+        if n not in peaks:
+            peaks[n] = peak_at(n)
+        return peaks[n] <= capacity
+
+    if not fits(1):
+        return 0
+    if upper == 1 or not fits(2):
+        return 1
+    slope = peaks[2] - peaks[1]
+    guess = upper if slope <= 0 else max(2, min(upper, 2 + (capacity - peaks[2]) // slope))
+    if fits(guess):
+        if fits(upper):  # growth capped (a sliding window): it fits all the way
+            return upper
+        low, step = guess, 1
+        while fits(low + step):
+            low, step = low + step, step * 2
+        high = low + step
+    else:
+        high, step = guess, 1
+        while not fits(max(2, high - step)):
+            high, step = max(2, high - step), step * 2
+        low = max(2, high - step)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def context_limit(model: torch.nn.Module) -> int:
+    """The longest context a search tries: the model's positions, else ``MOST_TOKENS``."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None) if config is not None else None
+    return limit if isinstance(limit, int) and limit > 0 else MOST_TOKENS
 
 
 def pop_prefill(keywords: dict[str, Any]) -> tuple[str, Prefill] | None:

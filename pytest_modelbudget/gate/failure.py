@@ -45,7 +45,8 @@ def check_line(check: FigureCheck, tolerances: Mapping[str, float]) -> str:
     if check.status == "over_limit":
         assert check.limit is not None
         value, limit = format_pair(check.value, check.limit, kind)
-        line = f"{check.figure} {value} > limit {limit} ({_change(check.value, check.limit)}"
+        beyond = "<" if BY_NAME[check.figure].floor else ">"
+        line = f"{check.figure} {value} {beyond} limit {limit} ({_change(check.value, check.limit)}"
         if check.baseline is not None:
             # What the change did, beside how far over the line it landed.
             line += f"; {_change(check.value, check.baseline)} on baseline {format_pair(check.value, check.baseline, kind)[1]}"
@@ -53,7 +54,7 @@ def check_line(check: FigureCheck, tolerances: Mapping[str, float]) -> str:
         return line + (f": {', '.join(check.names)}" if check.names else "")
     assert check.baseline is not None
     value, baseline = format_pair(check.value, check.baseline, kind)
-    relation = ">" if check.status == "over_baseline" else "<"
+    relation = ">" if (check.status == "over_baseline") != BY_NAME[check.figure].floor else "<"
     return f"{check.figure} {value} {relation} baseline {baseline} ({_change(check.value, check.baseline)}, tolerance {tolerance * 100:g}%)"
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..figures import BASELINE_ORDER, COMPARED, FIGURES, NARROWING, SUMMARY_COLUMNS
+from ..figures import BASELINE_ORDER, BY_NAME, COMPARED, FIGURES, NARROWING, SUMMARY_COLUMNS
 from ..quantities import Kind, format_percent, format_quantity
 from ..record import REPORT_VERSION, BudgetRecord, FigureCheck
 from .render import details, markdown_table, text_table
@@ -48,7 +48,12 @@ def _moved(record: BudgetRecord, figure: str) -> bool:
 
 
 def _limit_use(figures: Mapping[str, int], limits: Mapping[str, int]) -> str:
-    used = [(figures[f] / limit, f) for f, limit in limits.items() if limit and figures.get(f) is not None]
+    # How close each figure is to failing: a floor (max_batch) nears its limit from above.
+    used = [
+        ((limit / figures[f] if figures[f] else float("inf")) if BY_NAME[f].floor else figures[f] / limit, f)
+        for f, limit in limits.items()
+        if limit and figures.get(f) is not None
+    ]
     if not used:
         return "-"
     fraction, figure = max(used)
@@ -167,7 +172,8 @@ def moved_lines(records: Iterable[BudgetRecord]) -> list[str]:
         for name, check, kind in _checks([record], "over_limit"):
             lines.append(
                 f"{name}: baseline written although {check.figure} {format_quantity(check.value or 0, kind)} "
-                f"is over its limit {format_quantity(check.limit or 0, kind)} (the test fails until the model or the "
+                f"is {'under' if BY_NAME[check.figure].floor else 'over'} its limit {format_quantity(check.limit or 0, kind)} "
+                "(the test fails until the model or the "
                 "limit changes)"
             )
     lines.append(f"{changed} changed, {unchanged} unchanged, {new} new")

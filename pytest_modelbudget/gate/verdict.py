@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..figures import FIGURES
+from ..figures import BY_NAME, FIGURES
 from ..record import FigureCheck, Status, Verdict
 
 
@@ -39,11 +39,14 @@ def evaluate(
                 checks.append(FigureCheck(figure, None, limit, reference, "unmeasured"))
             continue
         status: Status = "ok"
-        if limit is not None and value > limit:
+        # A floor (how many sequences fit) fails going down; every other figure going up.
+        sign = -1 if BY_NAME[figure].floor else 1
+        slack = tolerances.get(figure, 0.0)
+        if limit is not None and sign * value > sign * limit:
             status = "over_limit"
-        elif reference is not None and value > reference * (1 + tolerances.get(figure, 0.0)):
+        elif reference is not None and sign * value > sign * reference * (1 + sign * slack):
             status = "over_baseline"
-        elif reference is not None and value < reference * (1 - tolerances.get(figure, 0.0)):
+        elif reference is not None and sign * value < sign * reference * (1 - sign * slack):
             status = "tighten"
         shown = (names or {}).get(figure, ()) if status == "over_limit" else ()
         checks.append(FigureCheck(figure, value, limit, reference, status, shown))

@@ -134,9 +134,7 @@ def test_the_cache_grows_with_context_and_batch_and_the_heads():
     assert measure_checked(wider, mode="decode", context=64, batch=1, device="cpu").kv_cache == 2 * small.kv_cache
 
 
-def test_llama_3_8b_on_meta_by_hand():
-    # 32 layers x 8 KV heads x 128 dims x 2 (keys and values) x 2 bytes (bf16) = 131,072 bytes a
-    # token: 1 GiB at 8,192 tokens.
+def llama_3_8b(positions: int = 8192) -> torch.nn.Module:
     config = transformers.LlamaConfig(
         hidden_size=4096,
         intermediate_size=14336,
@@ -144,20 +142,62 @@ def test_llama_3_8b_on_meta_by_hand():
         num_attention_heads=32,
         num_key_value_heads=8,
         vocab_size=128256,
-        max_position_embeddings=8192,
+        max_position_embeddings=positions,
     )
     with torch.device("meta"):
-        model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+        return transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+
+
+def test_llama_3_8b_on_an_h100_the_largest_batch_and_context_that_fit():
+    model = llama_3_8b(positions=131072)
+    stats = measure_checked(model, mode="decode", context=8192, batch=1, gpu="h100-sxm")
+    memory = 80 * 2**30  # the datasheet's 80 GB of HBM3
+
+    def fits(context: int, batch: int) -> bool:
+        return measure_checked(model, mode="decode", context=context, batch=batch).peak_memory <= memory
+
+    # Weights 16.06 GB and 1.07 GB of cache a sequence: about 64 sequences, checked by runs.
+    assert stats.max_batch is not None and 60 <= stats.max_batch <= 70
+    assert fits(8192, stats.max_batch) and not fits(8192, stats.max_batch + 1)
+    # One sequence fits at every context the model has positions for: said in the notes.
+    assert stats.max_context == 131072
+    assert any("fits h100-sxm at every context searched, up to 131,072 tokens" in note for note in stats.notes)
+    # Decode reads every weight and the cache: memory-bound, near (16.06 + 1.07 GB) / 3.35 TB/s =
+    # 5.1 ms; DynamicCache's concatenation reads and writes the cache once more (5.8 ms).
+    assert stats.roofline_time is not None and 5.1e6 < stats.roofline_time < 6.0e6
+
+
+def test_the_search_follows_the_runs_on_a_small_gpu():
+    from pytest_modelbudget.gpus import Gpu
+
+    model = build("llama")
+    small = Gpu("small", 1e11, {"fp32": 1e12}, memory=5 * 2**20)
+    stats = measure_checked(model, mode="decode", context=256, batch=2, device="cpu", gpu=small)
+
+    def peak(context: int, batch: int) -> int:
+        return measure_checked(model, mode="decode", context=context, batch=batch, device="cpu").peak_memory
+
+    assert peak(256, stats.max_batch) <= small.memory < peak(256, stats.max_batch + 1)
+    assert peak(stats.max_context, 2) <= small.memory < peak(stats.max_context + 1, 2)
+    tiny = Gpu("tiny", 1e11, {"fp32": 1e12}, memory=1024)  # not even the weights fit
+    none = measure_checked(model, mode="decode", context=256, device="cpu", gpu=tiny)
+    assert (none.max_batch, none.max_context) == (0, 0)
+
+
+def test_llama_3_8b_on_meta_by_hand():
+    # 32 layers x 8 KV heads x 128 dims x 2 (keys and values) x 2 bytes (bf16) = 131,072 bytes a
+    # token: 1 GiB at 8,192 tokens.
+    model = llama_3_8b()
     stats = measure_checked(model, mode="decode", context=8192, batch=1)
     assert stats.kv_cache == 131_072 * 8192 == 1_073_741_824
     assert stats.params == 8_030_261_248  # Meta's published count for Llama-3-8B
     assert stats.peak_memory > stats.bytes + stats.kv_cache
-    # The token decoded on 8,192 is the 8,193rd: past max_position_embeddings, which is said.
-    assert stats.notes == [
-        "context 8,192 (+1 decoded) is beyond the model's max_position_embeddings 8,192: measured as its code "
-        "runs it, which may not be how it would be served"
+    assert stats.notes == []
+    beyond = measure_checked(model, mode="prefill", context=16384, batch=1)
+    assert beyond.notes == [
+        "context 16,384 is beyond the model's max_position_embeddings 8,192: measured as its code runs it, which "
+        "may not be how it would be served"
     ]
-    assert measure_checked(model, mode="prefill", context=8192, batch=1).notes == []
 
 
 def test_serving_arguments_are_checked():

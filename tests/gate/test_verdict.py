@@ -35,6 +35,39 @@ def test_a_figure_against_its_limit_and_its_baseline(value, limit, baseline, sta
     assert verdict.status == {"ok": "passed", "tighten": "tighten"}.get(status, "failed")
 
 
+@pytest.mark.parametrize(
+    ("value", "limit", "baseline", "status"),
+    [
+        (8, 8, None, "ok"),  # as many sequences as the limit asks for
+        (7, 8, None, "over_limit"),  # fewer fit: a floor fails going down
+        (99, None, 100, "ok"),
+        (98, None, 100, "over_baseline"),
+        (102, None, 100, "tighten"),  # more fit than recorded: the baseline can be raised
+        (90, 80, 100, "over_baseline"),  # above the limit, below the baseline
+        (70, 80, 100, "over_limit"),
+    ],
+)
+def test_a_floor_fails_going_down(value, limit, baseline, status):
+    verdict = evaluate(
+        "b",
+        {"max_batch": value},
+        {"max_batch": limit} if limit else {},
+        {"max_batch": baseline} if baseline else None,
+        0.01,
+        ("max_batch",),
+    )
+    assert [check.status for check in verdict.checks] == [status]
+
+
+def test_a_floor_failure_says_below():
+    from pytest_modelbudget.gate.failure import check_line
+
+    verdict = evaluate("b", {"max_batch": 6}, {"max_batch": 8}, {"max_batch": 10}, 0.01, ("max_batch",))
+    assert check_line(verdict.checks[0], verdict.tolerance) == "max_batch 6 < limit 8 (-25.0%; -40.0% on baseline 10)"
+    verdict = evaluate("b", {"max_batch": 6}, {}, {"max_batch": 10}, 0.01, ("max_batch",))
+    assert check_line(verdict.checks[0], verdict.tolerance) == "max_batch 6 < baseline 10 (-40.0%, tolerance 1%)"
+
+
 def test_figures_not_compared_with_the_baseline_are_held_to_their_limits_only():
     verdict = evaluate("b", {"bytes": 500}, {}, {"bytes": 100}, 0.01, COMPARED)
     assert verdict.checks == () and verdict.status == "passed"

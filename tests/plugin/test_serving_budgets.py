@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import tomllib
 
 from .projects import scratch_project
 
@@ -97,3 +98,29 @@ def test_decode_needs_a_context(pytester):
     result = pytester.runpytest("-p", "no:cacheprovider")
     assert result.ret != 0
     result.stderr.fnmatch_lines(['*budgets.toml:1: budgets.chat: mode = "decode" needs context*'])
+
+
+def test_a_max_batch_floor_on_a_gpu_of_our_own(pytester):
+    budgets = """
+[settings.gpus.edge]
+bandwidth = "100GB/s"
+bf16 = "10T"
+memory = "16MB"
+
+[budgets.edge_chat]
+factory = "mymodels:llama"
+mode = "decode"
+context = 256
+gpu = "edge"
+limits = { max_batch = "4" }
+"""
+    scratch_project(pytester, MODELS, budgets)
+    pytester.runpytest("-p", "no:cacheprovider", "--update-budgets").assert_outcomes(passed=1)
+    baseline = tomllib.loads((pytester.path / "budgets.toml").read_text())["budgets"]["edge_chat"]["baseline"]
+    recorded = baseline["max_batch"]
+    assert recorded > 4 and baseline["max_context"] >= 256
+    # The pull request that doubles the KV heads: fewer sequences fit, the floor's baseline fails.
+    (pytester.path / "mymodels.py").write_text(MODELS.replace("kv_heads=2", "kv_heads=4"))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*max_batch * < baseline {recorded} (*, tolerance 1%)*"])
