@@ -18,6 +18,9 @@ noisy machines; the README reports what this prints).
 - first:    the first measure() of a process (one nn.Linear), beyond importing torch, and how
             much of it is torch's own lazy import of torch._dynamo, which any Python dispatch mode
             (FlopCounterMode too) triggers. Goal: < 0.5 s.
+- serving:  Llama-3-70B shapes on meta (bf16), one decode step at 131,072 tokens, batch 1, in a
+            fresh process: measure() < 2 s; with gpu="b200", max_batch and max_context (runs of the
+            step either side of the answer) < 10 s.
 - small:    the fixed cost of a measure() call: a 2-layer MLP (4x64 inputs), measure() against the
             same forward on fake tensors alone (FakeTensorMode). Goal: at most 2 ms more.
 """
@@ -363,6 +366,38 @@ def small() -> list[str]:
     ]
 
 
+SERVING = r"""
+import json, time, torch, transformers
+from pytest_modelbudget import measure
+config = transformers.LlamaConfig(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+                                  num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072)
+with torch.device("meta"):
+    model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
+start = time.perf_counter()
+plain = measure(model, mode="decode", context=131072, batch=1)
+middle = time.perf_counter()
+fitted = measure(model, mode="decode", context=131072, batch=1, gpu="b200")
+end = time.perf_counter()
+print(json.dumps(dict(decode=middle - start, fitted=end - middle, kv_cache=plain.kv_cache, peak=plain.peak_memory,
+                      max_batch=fitted.max_batch, max_context=fitted.max_context, roofline=fitted.roofline_time)))
+"""
+
+
+def serving() -> list[str]:
+    """Issue 29's question: a 70B decode step at 131k tokens, and what fits one GPU."""
+    done = subprocess.run([sys.executable, "-c", SERVING], capture_output=True, text=True, cwd=ROOT)
+    if done.returncode:
+        return [f"serving: failed ({done.stderr.strip().splitlines()[-1]})"]
+    r = json.loads(done.stdout.splitlines()[-1])
+    met = r["decode"] < 2 and r["fitted"] < 10
+    return [
+        f"llama 70B decode at 131,072 tokens, batch 1: measure() {r['decode']:.2f} s; kv_cache "
+        f"{r['kv_cache'] / 1e9:.1f} GB, peak {r['peak'] / 1e9:.1f} GB; with gpu=b200 {r['fitted']:.2f} s: max_batch "
+        f"{r['max_batch']}, max_context {r['max_context']:,}, roofline {r['roofline'] / 1e6:.1f} ms "
+        f"(goal: < 2 s, < 10 s: {'met' if met else 'MISSED'})"
+    ]
+
+
 GOALS = {
     "meta": meta,
     "llama": llama,
@@ -372,6 +407,7 @@ GOALS = {
     "loops": loops,
     "first": first,
     "small": small,
+    "serving": serving,
 }
 
 

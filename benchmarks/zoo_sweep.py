@@ -222,6 +222,17 @@ def _best_of_both(ours: Any, reference: Any, firsts: tuple[float, float]) -> tup
     return best[0], best[1]
 
 
+def _buildable(spec: str) -> str:
+    """The spec a row is built from: each transformers type's bare model (``AutoModel``'s class,
+    by name), as the sweep always measured, although ``hf:TYPE`` now builds a decoder's causal LM."""
+    if not spec.startswith("hf:"):
+        return spec
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    name = MODEL_MAPPING_NAMES.get(spec.removeprefix("hf:"))
+    return f"hf:{name}" if isinstance(name, str) else spec
+
+
 def sweep_one(spec: str, family: str) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     import torch
@@ -233,7 +244,7 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
 
     row: dict[str, Any] = {"spec": spec, "family": family}
     try:
-        built = build_model_spec(spec, meta=True)
+        built = build_model_spec(_buildable(spec), meta=True)
     except NoDefaultInputs as exc:
         return {**row, "status": "no_inputs", "error": str(exc)}
     except Exception as exc:
@@ -258,7 +269,7 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
         row["meta_error"] = error
         device = "cpu"
         try:
-            model = build_model_spec(spec, meta=False).model
+            model = build_model_spec(_buildable(spec), meta=False).model
             start = time.perf_counter()
             stats = _measure(measure, model, inputs, device)
         except Exception as exc:
@@ -279,7 +290,7 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
             # FlopCounterMode cannot run it on meta (it reads values ours did not need): the
             # reference runs on a CPU build of the same config.
             try:
-                cpu_model = build_model_spec(spec, meta=False).model
+                cpu_model = build_model_spec(_buildable(spec), meta=False).model
                 start = time.perf_counter()
                 row["macs_reference"] = reference_macs(cpu_model, inputs, "cpu")
                 row["reference_device"] = "cpu"
@@ -304,11 +315,11 @@ def sweep_one(spec: str, family: str) -> dict[str, Any]:
     return row
 
 
-def _child(spec: str, family: str, conn: Any) -> None:
+def _child(spec: str, family: str, conn: Any, worker: Any = None) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the models' own prints
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     try:
-        conn.send(sweep_one(spec, family))
+        conn.send((worker or sweep_one)(spec, family))
     except BaseException as exc:
         conn.send({"spec": spec, "family": family, "status": "crashed", "error": repr(exc)[:300]})
 
@@ -316,7 +327,8 @@ def _child(spec: str, family: str, conn: Any) -> None:
 # --- the sweep -------------------------------------------------------------------------------------------
 
 
-def run(todo: list[tuple[str, str]], out: Path, timeout: float, jobs: int) -> None:
+def run(todo: list[tuple[str, str]], out: Path, timeout: float, jobs: int, worker: Any = None) -> None:
+    """Each (spec, family) through ``worker`` (default ``sweep_one``) in a forked process of its own."""
     context = multiprocessing.get_context("fork")
     running: list[tuple[Any, Any, str, str, float]] = []
     with out.open("a") as sink:
@@ -324,7 +336,7 @@ def run(todo: list[tuple[str, str]], out: Path, timeout: float, jobs: int) -> No
             while todo and len(running) < jobs:
                 spec, family = todo.pop(0)
                 receive, send = context.Pipe(duplex=False)
-                process = context.Process(target=_child, args=(spec, family, send), daemon=True)
+                process = context.Process(target=_child, args=(spec, family, send, worker), daemon=True)
                 process.start()
                 send.close()  # the child's end: its death then reads as end of file here
                 running.append((process, receive, spec, family, time.monotonic()))

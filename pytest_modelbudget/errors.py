@@ -9,7 +9,12 @@ class ModelBudgetError(Exception):
 
 class MeasureError(ModelBudgetError):
     """The model could not be measured: bad arguments, inputs that do not fit ``forward``, or a
-    ``forward`` that raised (its own exception is kept as ``__cause__``)."""
+    ``forward`` that raised. Its own exception, with its whole traceback, is kept as ``error``
+    (not chained: a failing test then shows the model's line once, not our frames)."""
+
+    def __init__(self, message: str, error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 class BudgetFileError(ModelBudgetError):

@@ -44,7 +44,7 @@ from .serving import (
     largest_fitting,
     serving_arguments,
 )
-from .step import ForwardError, Step, Watched, first_line
+from .step import ForwardError, Step, Watched, first_line, raised_at
 from .target import MemoryTarget
 from .tracking import ValuesUnknown
 from .wrappers import is_compiled, unwrap
@@ -124,6 +124,7 @@ def measure(
     any other model takes ``inputs`` as a function of ``(batch, context)`` returning the step's
     inputs (for a decode step its cache included).
     """
+    __tracebackhide__ = True  # in a pytest failure, the test's call and our message: not our frames
     if not isinstance(model, torch.nn.Module):
         raise MeasureError(
             f"measure() takes a torch.nn.Module, found {type(model).__module__}.{type(model).__qualname__}"
@@ -200,17 +201,20 @@ def measure(
         if tensors.on_meta:
             raise MeasureError(
                 f"{name}.forward raised {type(cause).__name__} on meta tensors (shapes, no values): "
-                f"{first_line(cause)} (its weights are on the meta device, so it cannot be run for real "
-                "instead; build it on the CPU to measure it with a real run)"
-            ) from cause
+                f"{first_line(cause)}{_at(cause)} (its weights are on the meta device, so it cannot be run for real "
+                "instead; build it on the CPU to measure it with a real run)",
+                cause,
+            ) from None
         try:
             watched = run_real(run, tensors)
         except MeasureError:
             raise
         except ForwardError as real_error:
+            # Once, at the model's own line: the fake run's failure was the same error.
+            error = real_error.error
             raise MeasureError(
-                f"{name}.forward raised {type(real_error.error).__name__}: {first_line(real_error.error)}"
-            ) from real_error.error
+                f"{name}.forward raised {type(error).__name__}: {first_line(error)}{_at(error)}", error
+            ) from None
         except Exception as real_error:
             raise MeasureError(
                 f"measuring {name} failed: {type(real_error).__name__}: {first_line(real_error)}"
@@ -285,6 +289,11 @@ def _search_capacity(
             f"max_context: the decode step fits {gpu.name} at every context searched, up to {upper:,} tokens"
             + (" (the model's max_position_embeddings)" if upper != MOST_TOKENS else "")
         )
+
+
+def _at(error: BaseException) -> str:
+    where = raised_at(error)
+    return f" ({where})" if where else ""
 
 
 def _gpu(gpu: str | Gpu | None) -> Gpu | None:

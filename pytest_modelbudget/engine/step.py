@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +43,36 @@ class ForwardError(Exception):
 def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0][:200] if text else ""
+
+
+#: Code that is not the model's: PyTorch, this package, the standard library.
+_NOT_THE_MODELS = tuple(
+    str(folder) + os.sep
+    for folder in (
+        Path(str(torch.__file__)).resolve().parent,
+        Path(contextlib.__file__).resolve().parent,  # the standard library's folder
+        Path(__file__).resolve().parents[1],
+    )
+)
+
+
+def raised_at(error: BaseException) -> str:
+    """Where the model's own code raised ``error``: the innermost frame of its traceback outside
+    PyTorch, this package and the standard library, as ``file:line, in function`` (relative to the
+    working directory when under it); "" when every frame is someone else's."""
+    found = ""
+    traceback = error.__traceback__
+    while traceback is not None:
+        code = traceback.tb_frame.f_code
+        path = str(Path(code.co_filename).resolve())
+        if not path.startswith(_NOT_THE_MODELS):
+            try:
+                shown = str(Path(path).relative_to(Path.cwd()))
+            except ValueError:
+                shown = path
+            found = f"{shown}:{traceback.tb_lineno}, in {code.co_name}"
+        traceback = traceback.tb_next
+    return found
 
 
 @dataclass

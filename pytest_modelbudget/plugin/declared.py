@@ -104,7 +104,8 @@ class DeclaredModel(pytest.Item):
                 batch=chosen["batch"],
             )
         except ModelBudgetError as exc:
-            raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from exc
+            # The message says where the model's code raised: no chain of our frames under it.
+            raise DeclaredModelError(f"{where()}: budgets.{self.name}: {exc}") from None
         session.check(self, stats, name=self.name, marker=None)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:

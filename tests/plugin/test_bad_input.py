@@ -373,3 +373,47 @@ def test_a_factory_of_the_project_not_on_the_path_says_how_to_put_it_there(pytes
     pytester.makeini("[pytest]\npythonpath = .\n")
     passed = run()
     assert passed.returncode == pytest.ExitCode.OK, passed.stdout
+
+
+BROKEN = """
+import torch
+from torch import nn
+
+
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc(x)
+        raise ValueError(f"shapes do not line up: {tuple(y.shape)}")
+
+
+def broken():
+    return Broken()
+"""
+
+
+def test_a_forward_that_raises_is_said_once_at_the_models_own_line(pytester):
+    # Was 339-513 lines: the error twice (the fake run, then the real retry), through our frames,
+    # and for a declared model never the model's own file and line.
+    scratch_project(pytester, BROKEN, '[budgets.declared]\nfactory = "mymodels:broken"\ninput_size = [2, 8]\n')
+    pytester.makepyfile(
+        test_models="""
+        import pytest
+        from mymodels import broken
+
+        @pytest.mark.budget(params="1K")
+        def test_broken(model_budget):
+            model_budget.check(broken(), input_size=(2, 8))
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=2)
+    failures = result.stdout.str().split("= FAILURES =")[1].split("= model budgets =")[0]
+    message = "Broken.forward raised ValueError: shapes do not line up: (2, 8) (mymodels.py:12, in forward)"
+    assert failures.count(message) == 2  # the declared model's and the test's, once each
+    assert failures.count("shapes do not line up") == 2
+    assert "pytest_modelbudget/" not in failures and "torch/nn/modules" not in failures
+    assert len(failures.splitlines()) < 20
