@@ -63,3 +63,17 @@ def test_the_gpu_memory_benchmark_runs_on_the_cpu_against_the_allocator(tmp_path
         [sys.executable, "benchmarks/gpu_memory.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert help_text.returncode == 0 and "--quick" in help_text.stdout
+
+
+def test_the_decode_sweep_checks_a_type_against_its_own_run(tmp_path):
+    out = tmp_path / "decode.jsonl"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/decode_sweep.py", "--family", "llama", "--out", str(out), "--jobs", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exact            hf:LlamaForCausalLM" in done.stdout
+    assert "1 generative types, 1 checked against their own run: 1 exact" in done.stdout

@@ -68,7 +68,11 @@ def check_serving(mode: str, context: Any, batch: Any) -> Serving | None:
 def is_generative(model: torch.nn.Module) -> bool:
     """A transformers model whose forward takes token ids and a cache."""
     config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "vocab_size") or cache_keyword(model) is None:
+    if config is None or cache_keyword(model) is None:
+        return False
+    # A vision-language model keeps its vocabulary in its text config.
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if not getattr(text, "vocab_size", None) and not getattr(config, "vocab_size", None):
         return False
     return "input_ids" in _parameters(model)
 
