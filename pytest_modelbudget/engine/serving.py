@@ -74,7 +74,13 @@ def is_generative(model: torch.nn.Module) -> bool:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     if not getattr(text, "vocab_size", None) and not getattr(config, "vocab_size", None):
         return False
-    return "input_ids" in _parameters(model)
+    return "input_ids" in _parameters(model) or is_encoder_decoder(model)
+
+
+def is_encoder_decoder(model: torch.nn.Module) -> bool:
+    """An encoder-decoder (T5, BART, Whisper): its decoder generates, over the encoder's states."""
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "is_encoder_decoder", False)) and "decoder_input_ids" in _parameters(model)
 
 
 def cache_keyword(model: torch.nn.Module) -> str | None:
@@ -114,11 +120,35 @@ def serving_arguments(
     keyword = cache_keyword(model)
     assert keyword is not None
     device = _device(model)
-    prompt = {"input_ids": RandomInput((serving.batch, serving.context), torch.long, device), "use_cache": True}
+    tokens = RandomInput((serving.batch, serving.context), torch.long, device)
+    new_token = RandomInput((serving.batch, 1), torch.long, device)
+    if is_encoder_decoder(model):
+        # The encoder reads its source once (the config's default input: text of context tokens,
+        # or its audio); the decoder's cache holds context tokens, and the encoder's states
+        # (the cross-attention cache) beside them. A decode step reuses the encoder's output.
+        prompt = {**_source(model, serving), "decoder_input_ids": tokens, "use_cache": True}
+        if serving.mode == "prefill":
+            return prompt
+        return {"decoder_input_ids": new_token, keyword: Prefill((), prompt), "use_cache": True}
+    prompt = {"input_ids": tokens, "use_cache": True}
     if serving.mode == "prefill":
         return prompt
-    new_token = RandomInput((serving.batch, 1), torch.long, device)
     return {"input_ids": new_token, keyword: Prefill((), prompt), "use_cache": True}
+
+
+def _source(model: torch.nn.Module, serving: Serving) -> dict[str, Any]:
+    from .specs.hf import default_inputs
+
+    inputs = default_inputs(model, model.config, batch=serving.batch, length=serving.context)
+    return {name: value for name, value in inputs.items() if not name.startswith("decoder_")}
+
+
+def encoder_outputs_of(output: Any, keywords: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """An encoder-decoder's decode step takes the prefill's encoder states, as ``generate`` does."""
+    states = getattr(output, "encoder_last_hidden_state", None)
+    if states is None or "encoder_outputs" not in _parameters(model) or "encoder_outputs" in keywords:
+        return {}
+    return {"encoder_outputs": (states,)}
 
 
 def context_notes(model: torch.nn.Module, serving: Serving) -> list[str]:

@@ -24,7 +24,7 @@ from . import adapters
 from .caches import cleared_after, method_caches
 from .loss import default_loss, describe_output
 from .memory import MemoryLedger, StepMemory, deterministic_frees, following_resizes, following_rng_states
-from .serving import Serving, cache_bytes, cache_of, cache_tensors, pop_prefill
+from .serving import Serving, cache_bytes, cache_of, cache_tensors, encoder_outputs_of, pop_prefill
 from .simulation import CudaAttention, use_foreach
 from .standins import Slots
 from .target import MemoryTarget
@@ -296,6 +296,7 @@ class Step:
             with counter.unpriced(), torch.no_grad(), autocast:
                 output = self._forward(prefill.args, prefill.keywords)
             keywords = {**keywords, key: self._cache(output, prefill.keywords)}
+            keywords.update(encoder_outputs_of(output, keywords, self.model))
             del output
         if self.decode_started is not None:
             self.decode_started()

@@ -234,3 +234,58 @@ def test_a_model_of_our_own_takes_a_function_of_batch_and_context():
     assert stats.kv_cache == 4 * 50 * 16 * 4
     # project: 4 x 16 x 16; the scores 4 x 51 x 16; their product with the keys 4 x 51 x 16.
     assert stats.macs == 4 * 16 * 16 + 2 * 4 * 51 * 16
+
+
+ENCODER_DECODERS = {
+    "t5": lambda: transformers.T5ForConditionalGeneration(
+        transformers.T5Config(d_model=128, d_ff=256, num_layers=2, num_heads=4, d_kv=32, vocab_size=1000)
+    ),
+    "whisper": lambda: transformers.WhisperForConditionalGeneration(
+        transformers.WhisperConfig(
+            d_model=128,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=256,
+            decoder_ffn_dim=256,
+            vocab_size=1000,
+            max_source_positions=100,
+            num_mel_bins=16,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            decoder_start_token_id=1,
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("family", ENCODER_DECODERS)
+def test_an_encoder_decoders_cache_holds_its_cross_attention_too(family):
+    torch.manual_seed(0)
+    model = ENCODER_DECODERS[family]().eval().requires_grad_(False)
+    batch, context = 2, 24
+    # The source the decode step's encoder states come from: text of context tokens, or the
+    # audio features Whisper's encoder takes (16 mel bins x 200 frames).
+    source = (
+        {"input_ids": torch.zeros(batch, context, dtype=torch.long)}
+        if family == "t5"
+        else {"input_features": torch.randn(batch, 16, 200)}
+    )
+    keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = model(**source, decoder_input_ids=torch.zeros(batch, context, dtype=torch.long), use_cache=True)
+        cache = returned_cache(out)
+        cache_bytes = storage_bytes_of(cache.self_attention_cache) + storage_bytes_of(cache.cross_attention_cache)
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(
+                decoder_input_ids=torch.zeros(batch, 1, dtype=torch.long),
+                encoder_outputs=(out.encoder_last_hidden_state,),
+                use_cache=True,
+                **{keyword: cache},
+            )
+    stats = measure_checked(model, mode="decode", context=context, batch=batch, device="cpu")
+    assert stats.kv_cache == cache_bytes
+    assert stats.macs == counter.get_total_flops() // 2  # the decoder's step alone: no encoder again
