@@ -85,7 +85,8 @@ def failure_message(
     layers = {name: dict(figures) for name, figures in record.layers.items()}
     notes = [*structure_lines(record), *provenance_notes(baseline, record, torch_now), *caveats(record)]
     memory_source = _memory_source(record.peak_memory_source, memory_assumptions)
-    failing = [check for check in verdict.checks if check.failed]
+    # A limit someone wrote, broken, is the headline; a move past the baseline comes after.
+    failing = sorted((check for check in verdict.checks if check.failed), key=lambda c: c.status != "over_limit")
     reasons = [*verdict.problems, *(check_line(check, verdict.tolerance) for check in failing)]
     headline = f"{record.name}: {reasons[0]}" + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else "")
     lines = [headline, f"model budget {record.name!r} {'exceeded' if failing else 'not checked'}:"]
@@ -98,8 +99,10 @@ def failure_message(
     if not measured:
         return "\n".join(lines)
     failed = {c.figure for c in measured}
-    # A figure that has no per-layer diff (roofline_time) is explained by the most telling two.
-    figures = [f for f in DIFF_ORDER if f in failed] or list(DIFF_ORDER[:2])
+    over_limit = {c.figure for c in measured if c.status == "over_limit"}
+    # The figures whose limits broke lead, then the most telling of the rest; a figure that has
+    # no per-layer diff (roofline_time) is explained by the most telling two.
+    figures = sorted((f for f in DIFF_ORDER if f in failed), key=lambda f: f not in over_limit) or list(DIFF_ORDER[:2])
     if verbose < 2:
         figures = figures[:MAX_DIFF_FIGURES]  # bytes and flops mostly follow params and macs
     limit = None if verbose >= 2 else MAX_LAYER_ROWS

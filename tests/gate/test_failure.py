@@ -59,6 +59,17 @@ def test_the_headline_tells_the_story_and_the_diff_names_the_layer_that_grew():
     assert rows == [["body.0", "Linear", "grown", "40", "80", "+40", "(+100.0%)", "32", "64", "+32", "(+100.0%)"]]
 
 
+def test_a_broken_limit_leads_the_headline_and_the_diff():
+    # params moved past its baseline, but macs broke the limit a person wrote: that is the story.
+    layers = _grown(
+        **{"": {"params": 98, "macs": 80}, "body": {"params": 80, "macs": 64}, "body.0": {"params": 80, "macs": 64}}
+    )
+    message = failure_message(_record(layers, limits={"macs": 60}), _baseline())
+    lines = message.splitlines()
+    assert lines[0] == "net: macs 80 > limit 60 (+33.3%; +66.7% on baseline 48) (and 1 more)"
+    assert "layers whose own macs, params changed (largest macs change first):" in lines
+
+
 def test_a_parent_whose_peak_rose_only_with_its_child_is_not_blamed():
     layers = _grown(**{"": {"peak_memory": 4_096}, "body": {"peak_memory": 1_536}, "body.0": {"peak_memory": 1_024}})
     message = failure_message(_record(layers), _baseline(), memory_assumptions=["allocations rounded up to 512 bytes"])

@@ -10,7 +10,10 @@ import tomllib
 
 from .projects import scratch_project
 
-pytest.importorskip("transformers")
+transformers = pytest.importorskip("transformers")
+# Loaded here, before pytester's runs: each run restores sys.modules afterwards, and transformers'
+# lazy modules (with torchao's operators they register) must not be imported twice.
+transformers.LlamaForCausalLM  # noqa: B018
 
 MODELS = """
 import transformers
