@@ -278,7 +278,9 @@ class Step:
             if self.mode != "training":
                 with torch.no_grad(), autocast:
                     output = self._forward(args, keywords)
-                if serving and self.serving is not None and self.serving.mode == "prefill":
+                if serving and counter.kv_cache is None:
+                    # A prefill's cache, or one the inputs passed (a static cache allocates its
+                    # tensors on first use): as the step leaves it.
                     counter.kv_cache = cache_bytes(self._cache(output, keywords), counter.origins)
                 return counter, False
             with torch.enable_grad():
@@ -300,7 +302,7 @@ class Step:
             del output
         if self.decode_started is not None:
             self.decode_started()
-        if self.serving.mode == "decode":
+        if self.serving.mode == "decode" and found is not None:
             counter.kv_cache = cache_bytes(self._cache(None, keywords), counter.origins)
         return keywords
 

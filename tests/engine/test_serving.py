@@ -231,7 +231,8 @@ def test_a_model_of_our_own_takes_a_function_of_batch_and_context():
         return {"x": torch.randn(batch, 1, 16), "cache": {"keys": torch.zeros(batch, context, 16)}}
 
     stats = measure_checked(Cached(), inputs, mode="decode", context=50, batch=4, device="cpu")
-    assert stats.kv_cache == 4 * 50 * 16 * 4
+    # A cache the inputs pass is measured as the step leaves it: 50 tokens and the new one.
+    assert stats.kv_cache == 4 * 51 * 16 * 4
     # project: 4 x 16 x 16; the scores 4 x 51 x 16; their product with the keys 4 x 51 x 16.
     assert stats.macs == 4 * 16 * 16 + 2 * 4 * 51 * 16
 
@@ -289,3 +290,22 @@ def test_an_encoder_decoders_cache_holds_its_cross_attention_too(family):
     stats = measure_checked(model, mode="decode", context=context, batch=batch, device="cpu")
     assert stats.kv_cache == cache_bytes
     assert stats.macs == counter.get_total_flops() // 2  # the decoder's step alone: no encoder again
+
+
+def test_a_static_cache_passed_by_the_inputs_is_measured_as_it_allocates():
+    # transformers' StaticCache allocates its whole length (here context + 16) on first use,
+    # inside the step: measured as the real step leaves it.
+    model = build("llama")
+    keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def inputs(batch: int, context: int) -> dict:
+        cache = transformers.StaticCache(config=model.config, max_cache_len=context + 16)
+        position = torch.tensor([context])
+        return {"input_ids": torch.zeros(batch, 1, dtype=torch.long), keyword: cache, "cache_position": position}
+
+    real = inputs(2, 64)
+    with torch.no_grad():
+        model(**real, use_cache=True)
+    stats = measure_checked(model, inputs, mode="decode", context=64, batch=2, device="cpu")
+    assert stats.kv_cache == storage_bytes_of(real[keyword])
+    assert stats.layers["model.layers.0.self_attn"].kv_cache == stats.layers["model.layers.1.self_attn"].kv_cache
