@@ -203,6 +203,20 @@ def test_a_decode_step_from_the_command_line():
     # 2 layers x (keys, values) x 2 KV heads x 16 dims x 4 bytes = 512 bytes a token.
     assert data["kv_cache"] == 512 * 300 * 3
     assert (data["mode"], data["context"], data["batch"]) == ("decode", 300, 3)
+    table = run_cli(
+        "hf:llama",
+        *("--kwarg", "num_hidden_layers=2", "--kwarg", "hidden_size=64", "--kwarg", "intermediate_size=128"),
+        *("--kwarg", "num_attention_heads=4", "--kwarg", "num_key_value_heads=2", "--kwarg", "vocab_size=500"),
+        *("--mode", "decode", "--context", "300", "--batch", "3", "--gpu", "t4", "--depth", "0"),
+    )
+    assert table.returncode == 0, table.stderr
+    assert "KV cache:         460,800 (460.8KB for 3 x 300 tokens)" in table.stdout
+    # A 16 GiB T4 holds this small model at every context it has positions for, and fewer
+    # sequences than its memory over one sequence's cache alone (300 x 512 bytes).
+    line = next(line for line in table.stdout.splitlines() if line.startswith("fits t4:"))
+    sequences = int(line.split("max_batch ")[1].split()[0].replace(",", ""))
+    assert 1_000 < sequences < 16 * 2**30 // (300 * 512)
+    assert line.endswith("max_context 2,048 (tokens at batch 3)")
     bad = run_cli("hf:llama", "--mode", "decode", "--context", "0")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "context must be a whole number, 1 or more, found 0" in bad.stderr

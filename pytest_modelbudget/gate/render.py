@@ -132,6 +132,12 @@ def totals_lines(stats: ModelStats) -> list[str]:
             f"KV cache:         {stats.kv_cache:,} ({format_bytes(stats.kv_cache)} for {stats.batch} x "
             f"{stats.context:,} tokens)"
         )
+    if stats.max_batch is not None and stats.max_context is not None and stats.context is not None:
+        lines.append(
+            f"fits {stats.gpu}:".ljust(18)
+            + f"max_batch {stats.max_batch:,} (sequences at {stats.context:,} tokens), max_context "
+            f"{stats.max_context:,} (tokens at batch {stats.batch})"
+        )
     serving = f", batch {stats.batch} x context {stats.context:,}" if stats.context is not None else ""
     lines.append(f"mode:             {stats.mode}{serving} ({stats.execution} execution)")
     if stats.shared_params:
