@@ -77,6 +77,7 @@ def failure_message(
     verbose: int = 0,
     memory_assumptions: Sequence[str] = (),
     torch_now: str | None = None,
+    width: int | None = None,
 ) -> str:
     """The message of a failed budget: a headline that tells the story alone (pytest's short
     summary shows it), each failure, notes, then the layers that moved. ``memory_assumptions`` are
@@ -108,7 +109,9 @@ def failure_message(
     limit = None if verbose >= 2 else MAX_LAYER_ROWS
     if baseline is not None:
         lines += ["", f"layers whose own {', '.join(figures)} changed (largest {figures[0]} change first):"]
-        lines.append(_indent(layer_diff(layers, baseline.all_layers(), figures, limit)))
+        # -vv: every figure, whatever the terminal's width.
+        fit = None if verbose >= 2 or width is None else width - 2
+        lines.append(_indent(layer_diff(layers, baseline.all_layers(), figures, limit, fit)))
     else:
         lines += ["", f"largest layers by {figures[0]} (no baseline recorded; run pytest --update-budgets):"]
         lines.append(_indent(largest_layers(layers, figures[0], limit)))
@@ -143,12 +146,15 @@ def layer_diff(
     baseline_layers: Mapping[str, Mapping[str, Any]],
     figures: list[str],
     limit: int | None,
+    width: int | None = None,
 ) -> str:
     """One row per layer whose own figures changed (added, removed, grown, shrunk), ranked by the
-    change of ``figures[0]``, the figure that failed; a column group per figure."""
+    change of ``figures[0]``, the figure that failed; a column group per figure. Given a
+    ``width``, a table wider than it drops what says least first: the later figures' groups, the
+    layers' types, the changes' percentages, then the start of long layer names."""
     now, before = own_figures(layers, figures), own_figures(baseline_layers, figures)
     explained = {f: _explained_by_children(now, before, f) for f in figures if not BY_NAME[f].additive}
-    rows: list[tuple[tuple[int, ...], list[str]]] = []
+    rows: list[tuple[tuple[int, ...], list[str], list[tuple[str, str, str, str]]]] = []
     for name in sorted(now.keys() | before.keys()):
         new, old = now.get(name), before.get(name)
         changes = [(new or {}).get(f, 0) - (old or {}).get(f, 0) for f in figures]
@@ -165,28 +171,71 @@ def layer_diff(
             if changes[0] > 0 or (changes[0] == 0 and any(c > 0 for c in changes))
             else "shrunk"
         )
-        row = [name or "(root)", (layers.get(name) or {}).get("type", "-"), status]
+        groups = []
         for figure, change in zip(figures, changes):
             kind = FIGURES[figure]
             before_value, after_value = (old or {}).get(figure), (new or {}).get(figure)
             percent = f" ({format_percent(change / before_value)})" if before_value and change else ""
-            row += [
-                "-" if old is None or before_value is None else format_quantity(before_value, kind),
-                "-" if new is None or after_value is None else format_quantity(after_value, kind),
-                ("=" if change == 0 else ("+" if change > 0 else "-") + format_quantity(abs(change), kind) + percent),
-            ]
-        rows.append((tuple(-abs(c) for c in own_changes), row))
+            groups.append(
+                (
+                    "-" if old is None or before_value is None else format_quantity(before_value, kind),
+                    "-" if new is None or after_value is None else format_quantity(after_value, kind),
+                    "=" if change == 0 else ("+" if change > 0 else "-") + format_quantity(abs(change), kind),
+                    percent,
+                )
+            )
+        head = [name or "(root)", (layers.get(name) or {}).get("type", "-"), status]
+        rows.append((tuple(-abs(c) for c in own_changes), head, groups))
     if not rows:
         return "(no layer's own figures changed)"
     rows.sort(key=lambda item: item[0])
     shown = rows if limit is None else rows[:limit]
-    headers = ["layer", "type", ""]
-    for figure in figures:
-        headers += [f"{figure} before", "after", "change"]
-    table = text_table(headers, [row for _, row in shown], right_align_from=3)
+
+    def render(groups: int, types: bool, percents: bool, name_width: int | None) -> str:
+        headers = ["layer", *(["type"] if types else []), ""]
+        for figure in figures[:groups]:
+            headers += [f"{figure} before", "after", "change"]
+        body = []
+        # Narrowed to fewer figures: the layers that moved in those (the rest are counted below).
+        listed = [row for row in shown if any(row[0][:groups])]
+        for _, (name, kind, status), cells in listed:
+            if name_width is not None and len(name) > name_width:
+                name = "…" + name[len(name) - name_width + 1 :]
+            row = [name, *([kind] if types else []), status]
+            for before_cell, after_cell, change, percent in cells[:groups]:
+                row += [before_cell, after_cell, change + (percent if percents else "")]
+            body.append(row)
+        return text_table(headers, body, right_align_from=3 if types else 2)
+
+    def footnote(groups: int) -> str:
+        if groups == len(figures):
+            return ""
+        hidden = sum(1 for row in shown if not any(row[0][:groups]))
+        more = f", and {hidden} more layer{'s' if hidden > 1 else ''}" if hidden else ""
+        return f"\n(-vv shows {', '.join(figures[groups:])} too{more})"
+
+    narrowed = len(figures)
+    table = render(narrowed, True, True, None)
+    if width is not None:
+        choices = [(n, True, True, None) for n in range(len(figures) - 1, 0, -1)]
+        choices += [(1, False, True, None), (1, False, False, None)]
+        for choice in choices:
+            if _widest(table) <= width:
+                break
+            narrowed = choice[0]
+            table = render(*choice)
+        if _widest(table) > width:
+            # Still too wide: the start of long names goes (the end says which layer).
+            names = max(len(head[0]) for _, head, _ in shown)
+            table = render(1, False, False, max(12, names - (_widest(table) - width)))
+    table += footnote(narrowed)
     if len(shown) < len(rows):
         table += f"\n... {len(rows) - len(shown)} more layers (-vv shows all)"
     return table
+
+
+def _widest(table: str) -> int:
+    return max(len(line) for line in table.splitlines())
 
 
 def _explained_by_children(now: dict[str, dict[str, int]], before: dict[str, dict[str, int]], figure: str) -> set[str]:

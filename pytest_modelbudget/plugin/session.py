@@ -209,6 +209,7 @@ class BudgetSession:
                     recorded,
                     verbose=self.config.get_verbosity(),
                     memory_assumptions=stats.peak_memory_approximations,
+                    width=self.config.get_terminal_writer().fullwidth,
                 )
             # The Markdown report shows it under the budget's row.
             record = replace(record, failure=message)

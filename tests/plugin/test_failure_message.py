@@ -90,7 +90,9 @@ def _diff_rows(output: str) -> list[str]:
     start = next(i for i, line in enumerate(lines) if line.startswith("layers whose own"))
     rows = []
     for line in lines[start + 3 :]:
-        if not line.startswith("  ") or line.startswith("  ..."):
+        # The table ends at the next section, the "... more layers" line or what a narrow
+        # terminal left out ("(-vv shows macs too)").
+        if not line.startswith("  ") or line.startswith("  ...") or (line.startswith("  (") and "(root)" not in line):
             break
         rows.append(line.split()[0])
     return rows
@@ -113,6 +115,11 @@ def test_a_widened_ffn_shows_its_two_linears_first_and_nothing_else_but_the_root
     assert rows[:2] == ["linear1", "linear2"]
     assert set(rows) <= {"linear1", "linear2", "dropout", "(root)"}
     assert not {"norm1", "norm2", "attn"} & set(rows)
+    # pytester's terminal is 80 columns: the diff fits it, saying what it left out.
+    failure = result.stdout.str().split("= FAILURES =")[1].split("= model budgets =")[0]
+    diff = failure[failure.index("layers whose own") :].splitlines()
+    assert [line for line in diff[1:] if len(line) > 80] == []
+    assert "  (-vv shows macs, memory_traffic too, and 1 more layer)" in diff
 
 
 def test_a_parent_whose_memory_grew_only_with_its_children_is_not_a_row(project):
