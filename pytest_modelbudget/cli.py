@@ -7,7 +7,9 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -277,5 +279,8 @@ def _print_in_units(args: argparse.Namespace, stats: Any) -> int:
         return 0
     print(text_table(headers, rows, right_align_from=2))
     print()
-    print("\n".join(totals_lines(stats)))
+    # Long notes wrap under their label, at the terminal's width.
+    width = max(60, shutil.get_terminal_size((100, 24)).columns)
+    for line in totals_lines(stats):
+        print(textwrap.fill(line, width, subsequent_indent=" " * 18, break_on_hyphens=False))
     return 0

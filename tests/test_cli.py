@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -213,7 +214,11 @@ def test_a_decode_step_from_the_command_line():
     assert "KV cache:         460,800 (460.8KB for 3 x 300 tokens)" in table.stdout
     # A 16 GiB T4 holds this small model at every context it has positions for, and fewer
     # sequences than its memory over one sequence's cache alone (300 x 512 bytes).
-    line = next(line for line in table.stdout.splitlines() if line.startswith("fits t4:"))
+    lines = table.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("fits t4:"))
+    rest = itertools.takewhile(lambda ln: ln.startswith(" " * 18), lines[first + 1 :])
+    wrapped = [lines[first], *(ln.strip() for ln in rest)]
+    line = " ".join(wrapped)  # a long line wraps under its label at the terminal's width
     sequences = int(line.split("max_batch ")[1].split()[0].replace(",", ""))
     assert 1_000 < sequences < 16 * 2**30 // (300 * 512)
     assert line.endswith("max_context 2,048 (tokens at batch 3)")

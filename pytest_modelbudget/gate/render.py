@@ -62,14 +62,14 @@ DEFAULT_TREE = ("output_shape", *TREE_DEFAULT)
 
 def format_shapes(shapes: list[list[int]], calls: int = 1) -> str:
     """``[1, 64, 56, 56]``, torchinfo's way; a module called N times with one shape ``... x N``;
-    different shapes listed, the first few."""
+    with different shapes, the first and ``...`` (the tree fits 100 columns; JSON has them all)."""
     if not shapes:
         return "-"
     distinct: list[list[int]] = []
     for shape in shapes:
         if shape not in distinct:
             distinct.append(shape)
-    text = ", ".join(str(shape) for shape in distinct[:2]) + (", ..." if len(distinct) > 2 else "")
+    text = str(distinct[0]) + (", ..." if len(distinct) > 1 else "")
     if len(distinct) == 1 and len(shapes) > 1:
         text += f" x{len(shapes)}"
     return text
