@@ -45,6 +45,11 @@ def test_the_pull_request_gets_the_report_compared_with_main_as_one_comment():
     assert "--budget-compare base/budget-report.json" in pytest_run
     download = next(step for step in steps if "gh run download" in step.get("run", ""))
     assert "--name budget-report --dir base" in download["run"]
+    # main's last run, passed or failed (its report is uploaded either way), and never silently
+    # no base: a notice or a warning says why the budgets were not compared.
+    assert "--status completed" in download["run"] and "--status success" not in download["run"]
+    assert "::notice::no run of this workflow on" in download["run"]
+    assert "::warning::run $run_id on" in download["run"]
     upload = next(step for step in steps if step.get("uses", "").startswith("actions/upload-artifact"))
     assert upload["with"]["name"] == "budget-report" and upload["if"] == "always()"
     comment = next(step for step in steps if step.get("uses", "").startswith("marocchino/sticky-pull-request-comment"))
