@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from zoo_sweep import run  # noqa: E402
+from zoo_sweep import done_specs, run  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "decode_sweep.jsonl"
 TOKENS = 32
@@ -172,7 +172,7 @@ def main() -> None:
         transformers.logging.set_verbosity_error()
         if args.fresh and args.out.exists():
             args.out.unlink()
-        done = {json.loads(line)["spec"] for line in (args.out.read_text().splitlines() if args.out.exists() else ())}
+        done = done_specs(args.out)
         families = {f for f in args.family.split(",") if f}
         todo = [(s, f) for s, f in generative_specs() if s not in done and (not families or f in families)]
         print(f"{len(todo)} types to try ({len(done)} already in {args.out})", flush=True)

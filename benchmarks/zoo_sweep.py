@@ -441,6 +441,16 @@ def summary(out: Path) -> list[str]:
     return lines
 
 
+def done_specs(out: Path, retry: frozenset[str] | set[str] = frozenset()) -> set[str]:
+    """The specs ``out`` already has a row for (its newest row's status not among ``retry``):
+    a sweep resumes where it stopped."""
+    latest = {}
+    for line in out.read_text().splitlines() if out.exists() else ():
+        row = json.loads(line)
+        latest[row["spec"]] = row["status"]
+    return {spec for spec, status in latest.items() if status not in retry}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="transformers,timm,torchvision")
@@ -460,11 +470,7 @@ def main() -> None:
         if args.fresh and args.out.exists():
             args.out.unlink()
         retry = {status for status in args.retry.split(",") if status}
-        latest = {}
-        for line in args.out.read_text().splitlines() if args.out.exists() else ():
-            row = json.loads(line)
-            latest[row["spec"]] = row["status"]
-        done = {spec for spec, status in latest.items() if status not in retry}
+        done = done_specs(args.out, retry)
         families = {f for f in args.family.split(",") if f}
         todo = []
         for library in args.only.split(","):
