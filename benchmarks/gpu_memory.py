@@ -161,6 +161,7 @@ CASES = [
     Case("mlp 16x128x256 AdamW", mlp, lambda: torch.randn(16, 128, 256), quick=True),
     Case("mlp checkpointed AdamW", lambda: mlp("non-reentrant"), lambda: torch.randn(16, 128, 256), quick=True),
     Case("mlp AdamW bf16 autocast", mlp, lambda: torch.randn(16, 128, 256), autocast=BF16),
+    Case("mlp AdamW fp16 autocast, GradScaler", mlp, lambda: torch.randn(16, 128, 256), autocast=torch.float16),
     Case(
         "LSTM LM 2x256, 8x128 AdamW", lstm_lm, lambda: torch.randint(0, 1000, (8, 128)), loss=lambda o: o.pow(2).mean()
     ),
@@ -199,6 +200,14 @@ CASES = [
         tokens(8, 512, 50257),
         hf_loss,
         autocast=BF16,
+        needs=["transformers"],
+    ),
+    Case(
+        "GPT-2 124M 8x512 AdamW fp16, GradScaler",
+        hf("gpt2", **GPT2),
+        tokens(8, 512, 50257),
+        hf_loss,
+        autocast=torch.float16,
         needs=["transformers"],
     ),
     Case(
@@ -285,12 +294,21 @@ def cpu_reference(case: Case, model: nn.Module, inputs: Any) -> int:
     optimizer = _adamw(list(model.parameters()))
     held: dict[str, Any] = {}
 
+    # float16 trains with PyTorch's loss scaler, as measure() assumes; a scale that does not
+    # overflow these sum losses, or the scaler skips the optimizer's steps (and makes no state).
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0) if case.autocast == torch.float16 else None
+
     def train() -> None:
         with _autocast(case, "cpu"):
             held["out"] = _call(model, inputs)
             held["loss"] = loss_fn(held["out"])
-        held["loss"].backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(held["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            held["loss"].backward()
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     return max(allocator_peaks(train, [*model.parameters(), *model.buffers(), *_tensors(inputs)], 2))

@@ -21,8 +21,10 @@ from torch.utils._pytree import tree_flatten
 from ..errors import MeasureError
 from ..gpus import Gpu
 from . import adapters
+from .autocast import autocast_for
 from .caches import cleared_after, method_caches
 from .loss import default_loss, describe_output
+from .loss_scaling import LossScaler
 from .memory import MemoryLedger, StepMemory, deterministic_frees, following_resizes, following_rng_states
 from .serving import Serving, cache_bytes, cache_of, cache_tensors, encoder_outputs_of, pop_prefill
 from .simulation import CudaAttention, use_foreach
@@ -214,7 +216,11 @@ class Step:
             )
         notes.extend(watched.approximations)
         if self.autocast is not None:
-            notes.append(f"autocast to {str(self.autocast).removeprefix('torch.')} with the CPU autocast op lists")
+            dtype = str(self.autocast).removeprefix("torch.")
+            lists = "CUDA's autocast op lists" if self.target.simulated == "cuda" else "the CPU's autocast op lists"
+            notes.append(f"autocast to {dtype} with {lists}")
+            if self.mode == "training" and self.autocast == torch.float16:
+                notes.append("the loss scaled as GradScaler does (its scale, growth tracker and found-inf flag)")
         if self.mode == "training" and self.accumulation_steps > 1:
             notes.append(
                 f"gradient accumulation: {self.accumulation_steps} forward/backward micro-steps before each optimizer "
@@ -252,7 +258,8 @@ class Step:
             self.module_names, stand_ins.read_names, ledger, shapes_only, self.into_dtensors, self.gpu, cublas
         )
         estimating = ledger is not None
-        autocast = self._autocast("cpu" if estimating else "cuda")
+        # An estimate's tensors are CPU ones (fake or real): for CUDA, CUDA's op lists are emulated.
+        autocast = autocast_for(self.target.simulated, self.autocast) if estimating else self._autocast("cuda")
         serving = self.serving is not None
         if serving and estimating:
             counter.origins = {}
@@ -330,9 +337,12 @@ class Step:
         iteration, where the optimizer's state is alive from the start and the last iteration's
         outputs until the new forward returns (``logits, loss = model(x, y)``). Figures other than
         memory are counted on the first alone."""
-        opt = self.last_optimizer = self.optimizer(stand_ins.trainable()) if self.optimizer else None
+        trained = stand_ins.trainable()
+        opt = self.last_optimizer = self.optimizer(trained) if self.optimizer else None
         steps = ("first",) if opt is None or self.step_kind == "first" else ("first", "steady")
         foreach = bool(opt is not None and foreach_as_cuda and use_foreach(opt))
+        # float16 trains with loss scaling (PyTorch's AMP recipe); bfloat16 needs none.
+        scaler = LossScaler() if self.autocast == torch.float16 else None
         held: tuple[Any, ...] = ()
         self.step_peaks = {}
         for kind in steps:
@@ -359,12 +369,18 @@ class Step:
                     del output  # only the loss, and the graph behind it, stay for backward
                 counter.in_backward = True
                 try:
-                    loss.backward()
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
                 finally:
                     counter.in_backward = False
                 held = (output, loss) if self.outputs == "kept" else (loss,)
                 del loss
-            if opt is not None:
+            if opt is not None and scaler is not None:
+                scaler.step(opt, trained)
+                scaler.update()
+            elif opt is not None:
                 opt.step()
         if ledger is not None and opt is not None:
             self.step_peaks[steps[-1]] = ledger.peak if len(steps) == 1 else ledger.window_peak

@@ -291,7 +291,7 @@ def test_autocast_halves_the_activations():
     # Activations (32 MiB per layer in fp32) halve; the fp32 weights stay and bf16 copies of them
     # (8 MiB) are cached for the step, as autocast does on a GPU.
     assert half.peak_memory < 0.75 * full.peak_memory
-    assert "autocast to bfloat16 with the CPU autocast op lists" in half.peak_memory_approximations
+    assert "autocast to bfloat16 with CUDA's autocast op lists" in half.peak_memory_approximations
     assert half.macs == full.macs
     # The same model on the meta device (autocast has no meta kernels: it runs as fake CPU).
     with torch.device("meta"):

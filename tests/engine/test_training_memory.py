@@ -389,3 +389,54 @@ def test_transformers_families_with_their_own_loss_and_adamw(family):
     # shifted labels, whose kernels the allocator sees allocate less.
     assert stats.peak_memory_steps["first"] == pytest.approx(first, abs=4096)
     assert stats.peak_memory_steps["steady"] == pytest.approx(steady, abs=4096)
+
+
+def test_float16_training_scales_the_loss_as_gradscaler_does():
+    # The reference loop is PyTorch's own AMP recipe: autocast for the forward and the loss,
+    # GradScaler's scale / step / update (a scale of 1: a larger one overflows this sum loss, and
+    # the scaler then skips the optimizer's steps, which is not the step a budget is about).
+    model, x = mlp(), torch.randn(4, 64, 256)
+    copy_ = copy.deepcopy(model)
+    copy_.train()
+    optimizer = OPTIMIZERS["adamw"](list(copy_.parameters()))
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    held = {}
+
+    def step():
+        with torch.autocast("cpu", torch.float16):
+            held["out"] = copy_(x)
+            held["loss"] = held["out"].sum()
+        scaler.scale(held["loss"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    first, steady, third = allocator_peaks(step, [*copy_.parameters(), x], 3)
+    assert third == steady
+    stats = measure_checked(
+        model, x, mode="training", optimizer=OPTIMIZERS["adamw"], device="cpu", autocast=torch.float16
+    )
+    # Within 16 bytes of 36 MB: a few 4-byte scalars apart, in both steps (not traced further).
+    assert abs(stats.peak_memory_steps["first"] - first) <= 16
+    assert abs(stats.peak_memory_steps["steady"] - steady) <= 16
+    assert "the loss scaled as GradScaler does (its scale, growth tracker and found-inf flag)" in (
+        stats.peak_memory_approximations
+    )
+    # bfloat16 needs no loss scaling: the scaler's tensors (its scale, growth tracker and the
+    # scaled loss, alive through backward) are the difference, 3 CUDA blocks on a GPU estimate.
+    on_cuda = {
+        dtype: measure_checked(model, x, mode="training", optimizer=OPTIMIZERS["adamw"], autocast=dtype)
+        for dtype in (torch.float16, torch.bfloat16)
+    }
+    assert on_cuda[torch.float16].peak_memory - on_cuda[torch.bfloat16].peak_memory == 3 * 512
+
+
+def test_float16_training_of_float16_weights_is_refused_as_gradscaler_refuses_it():
+    with pytest.raises(MeasureError, match=r"GradScaler, which refuses float16 gradients"):
+        measure_checked(
+            mlp().half(),
+            torch.randn(2, 8, 256).half(),
+            mode="training",
+            optimizer=OPTIMIZERS["adamw"],
+            autocast=torch.float16,
+        )
