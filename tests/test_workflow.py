@@ -29,8 +29,14 @@ def test_the_workflow_installs_the_cpu_build_the_plugin_and_runs_plain_pytest():
     assert all("uses" in step or "run" in step for step in steps)
     runs = [step["run"] for step in steps if "run" in step]
     assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in runs
-    assert runs.index("pip install pytest-modelbudget") > runs.index(
-        "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    # The plugin from where it can be installed today (a git URL or a wheel the repository names),
+    # PyPI's release once there is one; after the CPU build of torch, before the project.
+    install = "pip install \"${{ vars.MODELBUDGET_SOURCE || 'pytest-modelbudget' }}\""
+    assert "pip install pytest-modelbudget" not in runs
+    assert (
+        runs.index("pip install torch --index-url https://download.pytorch.org/whl/cpu")
+        < runs.index(install)
+        < runs.index("pip install -e .")
     )
     pytest_run = next(run for run in runs if "\npytest " in "\n" + run)
     assert "examples" not in pytest_run
