@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pytest_modelbudget",
         description="Print the parameters, bytes, MACs, FLOPs and peak memory of a model, per module.",
+        epilog="python -m pytest_modelbudget merge-reports --help: merge the --budget-json reports of CI jobs "
+        "that split one suite into one report.",
     )
     parser.add_argument(
         "factory",
@@ -154,7 +156,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def merge_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_modelbudget merge-reports",
+        description="Merge the --budget-json reports of CI jobs that split one suite (a matrix) into one report, "
+        "as one run would have written it; optionally its Markdown and the comparison with a base report.",
+    )
+    parser.add_argument("reports", nargs="+", metavar="REPORT", help="--budget-json reports, one per job")
+    parser.add_argument("-o", "--output", required=True, metavar="PATH", help="write the merged JSON report here")
+    parser.add_argument("--markdown", metavar="PATH", help="also write its Markdown (the pull request's comment)")
+    parser.add_argument(
+        "--compare", metavar="BASE", help="compare the merged report with the base branch's (as --budget-compare)"
+    )
+    return parser
+
+
+def merge_main(argv: Sequence[str]) -> int:
+    from pathlib import Path
+
+    from .gate.compare import load_base
+    from .gate.documents import report_documents
+    from .gate.merge import merge_reports
+    from .gate.reports import write_text
+
+    args = merge_parser().parse_args(argv)
+    try:
+        merged = merge_reports([Path(path) for path in args.reports])
+        base = load_base(Path(args.compare), "merge-reports --compare") if args.compare else None
+        json_text, markdown = report_documents(merged.budgets, merged.extra, base)
+        write_text(Path(args.output), json_text)
+        if args.markdown:
+            write_text(Path(args.markdown), markdown)
+    except ModelBudgetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: merge-reports: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    failed = sum(1 for record in merged.budgets.values() if record.verdict.failed)
+    written = args.output + (f" and {args.markdown}" if args.markdown else "")
+    print(
+        f"merged {len(args.reports)} reports: {len(merged.budgets)} budgets ({failed} failed), "
+        f"{len(merged.extra['stale'])} stale; written to {written}"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge-reports"]:
+        return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
     # As ``python -m`` does: the project's own modules import from the working directory, also
     # when run as the ``pytest-modelbudget`` script.

@@ -280,8 +280,8 @@ def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None
 
 
 def _write_reports_in_units(config: pytest.Config, budget_session: BudgetSession) -> None:
-    from ..gate.compare import compare, compare_json, compare_markdown
-    from ..gate.reports import json_report, markdown_report, write_text
+    from ..gate.documents import report_documents
+    from ..gate.reports import write_text
     from .session import torch_version
 
     def write(option: str, path: str, text: str, append: bool = False) -> None:
@@ -293,31 +293,19 @@ def _write_reports_in_units(config: pytest.Config, budget_session: BudgetSession
             budget_session.report_errors.append(f"{option} {path}: not written: {exc.strerror or exc}")
 
     records = budget_session.records
-    comparison = None
-    base = budget_session.compare_base
-    if base is not None:
-        comparison = compare(base.budgets, records)
+    extra: dict[str, Any] = {
+        "torch": torch_version(),
+        "budgets_file": str(budget_session.path),
+        "stale": sorted(budget_session.stale),
+    }
     json_path = report_path(config, "budget_json", "modelbudget_json")
+    # The branch and commit the report was made on: a later --budget-compare names its base so.
+    revision = git_revision(config.rootpath) if json_path else None
+    if revision:
+        extra["git"] = revision
+    json_text, markdown = report_documents(records, extra, budget_session.compare_base)
     if json_path:
-        extra: dict[str, Any] = {
-            "torch": torch_version(),
-            "budgets_file": str(budget_session.path),
-            "stale": sorted(budget_session.stale),
-        }
-        # The branch and commit the report was made on: a later --budget-compare names its base so.
-        revision = git_revision(config.rootpath)
-        if revision:
-            extra["git"] = revision
-        if comparison is not None and base is not None:
-            extra["compare"] = compare_json(comparison, str(base.path))
-        write("--budget-json", json_path, json_report(records, extra))
-    markdown = (
-        markdown_report(records.values()) if records else "### Model budgets\n\nNo budget was measured in this run.\n"
-    )
-    if budget_session.stale:
-        markdown += f"- entries no test stands for (stale): {', '.join(sorted(budget_session.stale))}\n"
-    if comparison is not None and base is not None:
-        markdown += "\n" + compare_markdown(comparison, base.budgets, records, base.label)
+        write("--budget-json", json_path, json_text)
     markdown_path = report_path(config, "budget_markdown", "modelbudget_markdown")
     if markdown_path:  # written on every run: a file left from an earlier one would tell its story
         write("--budget-markdown", markdown_path, markdown)
