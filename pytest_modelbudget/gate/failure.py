@@ -11,7 +11,7 @@ from typing import Any
 from ..figures import BY_NAME, DIFF_ORDER, FIGURES, LAYER_FIGURES, PEAK_MEMORY
 from ..quantities import format_pair, format_percent, format_quantity
 from ..record import BudgetRecord, FigureCheck
-from .render import text_table
+from .render import elide_start, text_table
 from .reports import caveats, structure_lines
 
 
@@ -199,8 +199,8 @@ def layer_diff(
         # Narrowed to fewer figures: the layers that moved in those (the rest are counted below).
         listed = [row for row in shown if any(row[0][:groups])]
         for _, (name, kind, status), cells in listed:
-            if name_width is not None and len(name) > name_width:
-                name = "…" + name[len(name) - name_width + 1 :]
+            if name_width is not None:
+                name = elide_start(name, name_width)
             row = [name, *([kind] if types else []), status]
             for before_cell, after_cell, change, percent in cells[:groups]:
                 row += [before_cell, after_cell, change + (percent if percents else "")]

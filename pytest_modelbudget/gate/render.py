@@ -25,6 +25,12 @@ def text_table(headers: Row, rows: Sequence[Row], right_align_from: int = 1) -> 
     return "\n".join([line(headers), rule, *(line(row) for row in rows)])
 
 
+def elide_start(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, its start given up: the end of a layer's or a test's name
+    says which it is."""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
+
+
 def markdown_table(headers: Row, rows: Sequence[Row]) -> str:
     def escape(cell: str) -> str:
         return str(cell).replace("|", "\\|")

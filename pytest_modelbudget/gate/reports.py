@@ -11,7 +11,7 @@ from typing import Any
 from ..figures import BASELINE_ORDER, BY_NAME, COMPARED, FIGURES, NARROWING, SUMMARY_COLUMNS
 from ..quantities import Kind, format_percent, format_quantity
 from ..record import REPORT_VERSION, BudgetRecord, FigureCheck
-from .render import details, markdown_table, text_table
+from .render import details, elide_start, markdown_table, text_table
 
 
 def summary_rows(
@@ -90,11 +90,23 @@ def terminal_table(
     shown = list(SUMMARY_COLUMNS)
     table = text_table(*summary_rows(records, shown))
     for figure in NARROWING:
-        if width is None or max(map(len, table.splitlines())) <= width:
+        if width is None or _widest(table) <= width:
             break
         shown.remove(figure)
         table = text_table(*summary_rows(records, shown))
+    if width is not None and _widest(table) > width:
+        # Still too wide: long budget names (node ids) give up their start, the test's name stays.
+        headers, rows = summary_rows(records, shown)
+        names = max(len(row[0]) for row in rows)
+        fit = max(24, names - (_widest(table) - width))
+        shortened = [elide_start(row[0], fit) for row in rows]
+        if len(set(shortened)) == len(shortened):  # never two budgets under one name
+            table = text_table(headers, [[name, *row[1:]] for name, row in zip(shortened, rows)])
     return table
+
+
+def _widest(table: str) -> int:
+    return max(map(len, table.splitlines()))
 
 
 #: The mark before each budget in the Markdown table, by its verdict cell: what a reviewer scans.

@@ -81,3 +81,35 @@ def test_a_figure_that_fell_below_its_baseline_can_be_tightened():
     assert tighten_lines([record]) == [
         "shrunk: params fell to 50 from a baseline of 100; run pytest --update-budgets to tighten it"
     ]
+
+
+def test_at_100_columns_the_example_projects_table_fits_by_eliding_the_start_of_long_names():
+    # The example project's five budgets (README), figures as they were measured.
+    def record(name, params, bytes_, macs, flops, peak, limit):
+        figures = {"params": params, "bytes": bytes_, "macs": macs, "flops": flops, "peak_memory": peak}
+        return _record(name, figures, limit, baseline=dict(figures))
+
+    records = [
+        record("cnn_training", 15130, 61440, 17_700_000, 37_040_000, 10_980_000, {"peak_memory": 12_000_000}),
+        record("examples/test_budgets.py::test_tiny_cnn", 15130, 61440, 2212480, 4515072, 8617472, {"macs": 2500000}),
+        record(
+            "examples/test_budgets.py::test_transformer_block_long_context",
+            788480,
+            3153920,
+            1_340_000_000,
+            2_710_000_000,
+            26_350_000,
+            {"params": 800_000},
+        ),
+        record("tiny_cnn", 15130, 61440, 2212480, 4515072, 8617472, {"macs": 2500000}),
+        record("transformer_block", 788480, 3153920, 104_860_000, 210_470_000, 13_510_000, {"params": 800_000}),
+    ]
+    assert max(len(line) for line in terminal_table(records).splitlines()) > 140  # a CI log keeps it all
+    lines = terminal_table(records, width=100).splitlines()
+    assert max(len(line) for line in lines) <= 100
+    names = [line.split()[0] for line in lines[2:]]
+    # The end of a node id names the test; names that fit are whole; peak_memory and the verdict stay.
+    long = next(name for name in names if name.endswith("_block_long_context"))
+    assert long.startswith("…") and len(long) < len("examples/test_budgets.py::test_transformer_block_long_context")
+    assert {"tiny_cnn", "cnn_training", "transformer_block"} <= set(names)
+    assert "peak_memory" in lines[0] and all(line.endswith("passed") for line in lines[2:])
