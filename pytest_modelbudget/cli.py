@@ -175,7 +175,7 @@ def merge_main(argv: Sequence[str]) -> int:
     from pathlib import Path
 
     from .gate.compare import load_base
-    from .gate.documents import report_documents
+    from .gate.documents import comparison_with, json_document, markdown_document
     from .gate.merge import merge_reports
     from .gate.reports import write_text
 
@@ -183,10 +183,10 @@ def merge_main(argv: Sequence[str]) -> int:
     try:
         merged = merge_reports([Path(path) for path in args.reports])
         base = load_base(Path(args.compare), "merge-reports --compare") if args.compare else None
-        json_text, markdown = report_documents(merged.budgets, merged.extra, base)
-        write_text(Path(args.output), json_text)
+        comparison = comparison_with(base, merged.budgets)
+        write_text(Path(args.output), json_document(merged.budgets, merged.extra, base, comparison))
         if args.markdown:
-            write_text(Path(args.markdown), markdown)
+            write_text(Path(args.markdown), markdown_document(merged.budgets, merged.extra["stale"], base, comparison))
     except ModelBudgetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,7 +41,10 @@ def hand_written(path: Path, names: Iterable[str]) -> dict[str, list[str]]:
     """Of the entries ``names``, those that hold something people wrote (limits, a tolerance, any
     key but the baseline, or a comment), with what it is. ``--prune-budgets`` never removes them:
     a renamed test's limits must be moved by hand, not lost."""
-    if not path.exists():
+    names = list(names)
+    # tomlkit keeps comments but reads a large file slowly (seconds for 40 models' per-layer
+    # baselines): read it only when there is an entry to ask about.
+    if not names or not path.exists():
         return {}
     budgets = tomlkit.parse(read_text(path)).get("budgets") or {}
     found = {}

@@ -184,8 +184,27 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             budget_session.marker_names.add(parsed.name)
     if problems and not _is_worker(config):
         raise pytest.UsageError("invalid budget marker(s):\n  " + "\n  ".join(problems))
+    if _is_worker(config):
+        from .scheduling import longest_first
+
+        longest_first(items, lambda item: _baseline_of(budget_session, item))
     # An xdist worker cannot stop the run (xdist reports a crash and prints nothing of ours):
     # each such test fails at setup with the message instead.
+
+
+def _baseline_of(budget_session: BudgetSession, item: pytest.Item) -> Any:
+    """The recorded baseline of the budget ``item`` checks, where it is known at collection."""
+    from .declared import DeclaredModel
+    from .fixture import MARKER_KEY
+
+    if isinstance(item, DeclaredModel):
+        name = item.name
+    elif MARKER_KEY in item.stash:
+        name = item.stash[MARKER_KEY].name or item.nodeid
+    else:
+        return None
+    entry = budget_session.file.budgets.get(name)
+    return entry.baseline if entry is not None else None
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -226,9 +245,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def model_budget(request: pytest.FixtureRequest) -> ModelBudget:
     """Measure models and hold them to their budget: ``model_budget.check(model, input_size=...)``."""
     from .fixture import ModelBudget
+    from .scheduling import share_cores
 
     session = _session(request.config)
     assert session is not None
+    share_cores()  # before the test builds its model
     return ModelBudget(request.node, session)
 
 
@@ -280,7 +301,7 @@ def _write_reports(config: pytest.Config, budget_session: BudgetSession) -> None
 
 
 def _write_reports_in_units(config: pytest.Config, budget_session: BudgetSession) -> None:
-    from ..gate.documents import report_documents
+    from ..gate.documents import comparison_with, json_document, markdown_document
     from ..gate.reports import write_text
     from .session import torch_version
 
@@ -293,25 +314,28 @@ def _write_reports_in_units(config: pytest.Config, budget_session: BudgetSession
             budget_session.report_errors.append(f"{option} {path}: not written: {exc.strerror or exc}")
 
     records = budget_session.records
-    extra: dict[str, Any] = {
-        "torch": torch_version(),
-        "budgets_file": str(budget_session.path),
-        "stale": sorted(budget_session.stale),
-    }
+    base = budget_session.compare_base
+    comparison = comparison_with(base, records)
     json_path = report_path(config, "budget_json", "modelbudget_json")
-    # The branch and commit the report was made on: a later --budget-compare names its base so.
-    revision = git_revision(config.rootpath) if json_path else None
-    if revision:
-        extra["git"] = revision
-    json_text, markdown = report_documents(records, extra, budget_session.compare_base)
     if json_path:
-        write("--budget-json", json_path, json_text)
+        extra: dict[str, Any] = {
+            "torch": torch_version(),
+            "budgets_file": str(budget_session.path),
+            "stale": sorted(budget_session.stale),
+        }
+        # The branch and commit the report was made on: a later --budget-compare names its base so.
+        revision = git_revision(config.rootpath)
+        if revision:
+            extra["git"] = revision
+        write("--budget-json", json_path, json_document(records, extra, base, comparison))
     markdown_path = report_path(config, "budget_markdown", "modelbudget_markdown")
-    if markdown_path:  # written on every run: a file left from an earlier one would tell its story
-        write("--budget-markdown", markdown_path, markdown)
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary and records:
-        write("GITHUB_STEP_SUMMARY", step_summary, markdown + "\n", append=True)
+    if markdown_path or (step_summary and records):
+        markdown = markdown_document(records, budget_session.stale, base, comparison)
+        if markdown_path:  # written on every run: a file left from an earlier one would tell its story
+            write("--budget-markdown", markdown_path, markdown)
+        if step_summary and records:
+            write("GITHUB_STEP_SUMMARY", step_summary, markdown + "\n", append=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

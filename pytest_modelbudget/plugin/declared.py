@@ -37,6 +37,10 @@ class DeclaredModel(pytest.Item):
         session: BudgetSession = self.config.stash[SESSION_KEY]
         import torch
 
+        from .scheduling import share_cores
+
+        share_cores()
+
         from ..engine import build, measure
 
         entry = self.entry
