@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import multiprocessing
 import os
 import statistics
@@ -124,6 +125,16 @@ def reference_macs(model: Any, inputs: Any, device: str = "meta") -> int:
                     * args[0].shape[-1]
                     * (args[0].numel() // (args[0].shape[-2] * args[0].shape[-1]))
                 )
+            elif func.overloadpacket in (torch.ops.aten._fft_c2c, torch.ops.aten._fft_r2c, torch.ops.aten._fft_c2r):
+                # FFTs: 5 N log2 N real FLOPs per complex transform of N points, half that with a
+                # real input or output; MACs are half the FLOPs (docs/FLOPS.md).
+                out = func(*args, **(kwargs or {}))
+                real = out if func.overloadpacket is torch.ops.aten._fft_c2r else args[0]
+                points = math.prod(real.shape[d] for d in args[1])
+                share = 5 if func.overloadpacket is torch.ops.aten._fft_c2c else 2.5
+                if points > 1:
+                    GroupedMatmuls.macs += int(real.numel() // points * share * points * math.log2(points)) // 2
+                return out
             elif func.overloadpacket is torch.ops.aten.linalg_solve_triangular:
                 n = args[0].shape[-1]  # substitution: n(n-1)/2 multiply-adds per right-hand side
                 GroupedMatmuls.macs += (args[1].numel() // n) * n * (n - 1) // 2

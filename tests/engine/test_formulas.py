@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..helpers import measure_checked
 
@@ -200,3 +201,53 @@ def test_cdist_is_priced_as_its_products():
     # distance (two adds and a root, 40 distances).
     stats = measure_checked(Distances(), (torch.rand(2, 5, 3), torch.rand(2, 4, 3)))
     assert (stats.macs, stats.flops, stats.uncounted_ops) == (120, 240 + 54 + 120, {})
+
+
+class _Fourier(nn.Module):
+    def __init__(self, transform):
+        super().__init__()
+        self.transform = transform
+
+    def forward(self, x):
+        return self.transform(x)
+
+
+@pytest.mark.parametrize(
+    ("transform", "macs", "scaling"),
+    [
+        # A complex transform of N points: 5 N log2 N FLOPs, half of them MACs. x is 2 x 8 x 16.
+        (lambda x: torch.fft.fftn(x, dim=(1, 2)).real, 2 * 5 * 128 * 7 // 2, 0),  # 2 transforms of 128
+        (lambda x: torch.fft.fft(x.to(torch.complex64)).real, 16 * 5 * 16 * 4 // 2, 0),  # 16 of 16
+        # Real input or output: half the complex cost; the inverse's 1/N, one FLOP per real output.
+        (lambda x: torch.fft.rfft(x).real, 16 * 5 * 16 * 4 // 4, 0),
+        (lambda x: torch.fft.irfft(x.to(torch.complex64), n=16), 16 * 5 * 16 * 4 // 4, 2 * 8 * 16),
+        # norm="ortho" scales every complex output: two FLOPs each.
+        (lambda x: torch.fft.fft(x.to(torch.complex64), norm="ortho").real, 16 * 5 * 16 * 4 // 2, 2 * 2 * 8 * 16),
+    ],
+    ids=["fftn", "fft", "rfft", "irfft", "fft-ortho"],
+)
+def test_fourier_transforms_are_priced_at_5_n_log2_n(transform, macs, scaling):
+    stats = measure_checked(_Fourier(transform), torch.randn(2, 8, 16), device="cpu")
+    assert stats.uncounted_ops == {}
+    assert stats.macs == macs
+    assert stats.flops == 2 * macs + scaling
+
+
+def test_fnet_from_transformers_counts_its_token_mixing():
+    import transformers
+
+    config = transformers.FNetConfig(
+        hidden_size=64, num_hidden_layers=2, intermediate_size=128, vocab_size=100, max_position_embeddings=64
+    )
+    torch.manual_seed(0)
+    model = transformers.FNetModel(config).eval()
+    ids = torch.randint(0, 100, (2, 32))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(ids)
+    stats = measure_checked(model, ids)
+    assert stats.uncounted_ops == {}
+    # FlopCounterMode prices the matmuls and no FFT; each layer's fftn over (tokens, hidden) is
+    # one complex transform of N = 32 x 64 points per sequence, 5 N log2 N FLOPs, half of them MACs.
+    points = 32 * 64
+    fourier = 2 * 2 * 5 * points * 11 // 2  # 2 layers x 2 sequences, log2(2048) = 11
+    assert stats.macs == counter.get_total_flops() // 2 + fourier
