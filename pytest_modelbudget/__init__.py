@@ -14,6 +14,7 @@ from .stats import FIGURES, LayerStats, ModelStats
 
 if TYPE_CHECKING:
     from .engine import Parallel, measure
+    from .engine.formulas import register_formula
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "format_count",
     "measure",
     "parse_quantity",
+    "register_formula",
 ]
 
 
@@ -39,4 +41,8 @@ def __getattr__(name: str) -> Any:
         from . import engine
 
         return getattr(engine, name)
+    if name == "register_formula":
+        from .engine.formulas import register_formula
+
+        return register_formula
     raise AttributeError(f"module 'pytest_modelbudget' has no attribute {name!r}")

@@ -100,7 +100,7 @@ OPTIONS: dict[str, Option] = {
 #: Options the ``budget`` marker takes besides its limits.
 MARKER_OPTIONS: tuple[str, ...] = tuple(name for name, option in OPTIONS.items() if "marker" in option.levels)
 #: Every key of the ``budget`` marker but the limits: its own (the budget's tolerance and name) and the options.
-MARKER_KEYS: tuple[str, ...] = ("tolerance", "name", *MARKER_OPTIONS)
+MARKER_KEYS: tuple[str, ...] = ("tolerance", "name", "allow_uncounted", *MARKER_OPTIONS)
 
 
 def resolve(levels: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any]:

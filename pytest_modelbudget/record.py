@@ -135,6 +135,8 @@ class BudgetRecord:
     peak_memory_split: Mapping[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     uncounted_ops: Mapping[str, int] = field(default_factory=dict)
+    #: Uncounted ops the budget allows (``allow_uncounted``): no caveat, no strict failure.
+    allowed_uncounted: tuple[str, ...] = ()
     #: The torch version the figures were measured with.
     torch: str | None = None
     shared_params: tuple[tuple[str, ...], ...] = ()
@@ -181,7 +183,7 @@ class BudgetRecord:
         known = {item.name for item in fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
         values["verdict"] = Verdict.from_dict(data.get("verdict") or {})
-        for key in ("notes", "unused_params", "sharing_changes"):
+        for key in ("notes", "unused_params", "sharing_changes", "allowed_uncounted"):
             values[key] = tuple(values.get(key) or ())
         values["shared_params"] = tuple(tuple(group) for group in values.get("shared_params") or ())
         for key in ("figures", "limits", "layers", "peak_memory_split", "uncounted_ops"):

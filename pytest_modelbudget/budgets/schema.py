@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationInfo,
     create_model,
     field_validator,
@@ -179,6 +180,8 @@ class Entry(_Strict):
     device: Device | None = None
     tolerance: Tolerance | None = None
     limits: Limits = Field(default_factory=Limits)
+    #: Ops that may do arithmetic no formula prices without failing a strict run ("teamlib.fused_act").
+    allow_uncounted: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
     baseline: Baseline | None = None
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from ..figures import BASELINE_ORDER, BY_NAME, COMPARED, FIGURES, NARROWING, SUM
 from ..quantities import Kind, format_percent, format_quantity
 from ..record import REPORT_VERSION, BudgetRecord, FigureCheck
 from .render import details, elide_start, markdown_table, text_table
+from .verdict import not_allowed
 
 
 def summary_rows(
@@ -210,7 +211,7 @@ def caveats(record: BudgetRecord) -> list[str]:
     if record.execution == "real":
         why = next((note for note in record.notes if note.startswith("fake execution failed")), "")
         lines.append(f"measured by a real CPU run, not a fake one{': ' + why if why else ''}")
-    uncounted = record.uncounted_ops
+    uncounted = not_allowed(record.uncounted_ops, record.allowed_uncounted)
     if uncounted:
         ops = ", ".join(f"{op} x{count}" for op, count in sorted(uncounted.items()))
         lines.append(f"{len(uncounted)} op(s) did arithmetic with no formula, left out of macs and flops: {ops}")

@@ -19,14 +19,22 @@ def evaluate(
     *,
     require_baseline: bool = False,
     names: Mapping[str, tuple[str, ...]] | None = None,
+    unpriced: Mapping[str, int] | None = None,
 ) -> Verdict:
     """Each limited figure against its limit; each compared figure against the baseline. With
     ``require_baseline`` (strict mode, CI) a budget without one fails: a gate that compares
-    nothing must not pass."""
+    nothing must not pass; nor one whose model did arithmetic no formula prices (``unpriced``: the
+    uncounted ops not allowed, with how often each ran), part of its macs and flops a silent zero."""
     tolerances = dict(tolerance) if isinstance(tolerance, Mapping) else dict.fromkeys(FIGURES, tolerance)
     problems = []
     if require_baseline and baseline is None:
         problems.append(f"no baseline recorded for {name!r}: run pytest --update-budgets and commit budgets.toml")
+    if unpriced:
+        ops = ", ".join(f"{op} x{count}" for op, count in sorted(unpriced.items()))
+        problems.append(
+            f"{len(unpriced)} op(s) did arithmetic with no formula, left out of macs and flops: {ops}; price them "
+            "(pytest_modelbudget.register_formula) or list them in allow_uncounted"
+        )
     checks = []
     for figure in FIGURES:
         value = figures.get(figure)
@@ -71,3 +79,16 @@ def sharing_changes(before: Sequence[Sequence[str]] | None, now: Sequence[Sequen
             first, *others = group
             lines.append(f"{first} now shared with {', '.join(others)}")
     return lines
+
+
+def op_name(text: str) -> str:
+    """An op as ``uncounted_ops`` names it: ``"teamlib::fused_act"`` and ``"teamlib.fused_act"`` are
+    ``"teamlib.fused_act"``; PyTorch's own go without ``aten``."""
+    name = text.replace("::", ".")
+    return name.removeprefix("aten.")
+
+
+def not_allowed(uncounted: Mapping[str, int], allowed: Sequence[str]) -> dict[str, int]:
+    """The uncounted ops that no ``allow_uncounted`` lists."""
+    permitted = {op_name(op) for op in allowed}
+    return {op: count for op, count in uncounted.items() if op_name(op) not in permitted}

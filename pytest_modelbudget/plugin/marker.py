@@ -8,6 +8,7 @@ from typing import Any
 
 from ..budgets.schema import parse_tolerance
 from ..errors import BudgetUsageError
+from ..gate.verdict import op_name
 from ..options import MARKER_KEYS, MARKER_OPTIONS, OPTIONS, check_choice
 from ..quantities import QuantityError, parse_quantity
 from ..stats import FIGURES
@@ -31,6 +32,8 @@ class BudgetMarker:
     #: Prefill and decode: the tokens each sequence holds, and the sequences.
     context: int | None = None
     batch: int | None = None
+    #: Ops that may do arithmetic no formula prices without failing a strict run.
+    allow_uncounted: tuple[str, ...] = ()
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> BudgetMarker:
@@ -86,11 +89,17 @@ class BudgetMarker:
         set_to_none = kwargs.get("set_to_none")
         if set_to_none is not None and not isinstance(set_to_none, bool):
             raise BudgetUsageError(f"budget marker: set_to_none={set_to_none!r}; expected True or False")
+        allowed = kwargs.get("allow_uncounted", ())
+        if isinstance(allowed, str) or not all(isinstance(op, str) and op for op in allowed):
+            raise BudgetUsageError(
+                f'budget marker: allow_uncounted={allowed!r}; expected a list of op names such as ["teamlib.fused_act"]'
+            )
         gpu = kwargs.get("gpu")
         if gpu is not None and (not isinstance(gpu, str) or not gpu):
             raise BudgetUsageError(f'budget marker: gpu={gpu!r}; expected a GPU\'s name such as "h100-sxm"')
         return cls(
             limits=limits,
+            allow_uncounted=tuple(op_name(op) for op in allowed),
             tolerance=tolerance,
             name=name,
             mode=kwargs.get("mode"),

@@ -15,7 +15,7 @@ from ..budgets.schema import BudgetFile, Entry
 from ..errors import BudgetExceeded, BudgetUsageError
 from ..figures import COMPARED, FIGURES, UNUSED_PARAMS
 from ..gate.failure import RecordedBaseline, failure_message
-from ..gate.verdict import evaluate, sharing_changes
+from ..gate.verdict import evaluate, not_allowed, sharing_changes
 from ..quantities import byte_units, parse_percent
 from ..record import BudgetRecord
 from .marker import BudgetMarker
@@ -150,6 +150,10 @@ class BudgetSession:
         limits = {**(entry.limits.as_dict() if entry else {}), **(dict(marker.limits) if marker else {})}
         tolerance = self.tolerance(entry, marker)
         baseline = entry.baseline if entry and entry.baseline and not self.update else None
+        allowed = tuple(
+            sorted({*(marker.allow_uncounted if marker else ()), *((entry.allow_uncounted or []) if entry else [])})
+        )
+        unpriced = not_allowed(stats.uncounted_ops, allowed)
         verdict = evaluate(
             name,
             stats.figures(),
@@ -159,6 +163,8 @@ class BudgetSession:
             self.compared_figures(),
             require_baseline=self.strict and not self.update,
             names={UNUSED_PARAMS.name: tuple(stats.unused_params)},
+            # Outside strict mode a silent zero is a line of the summary (reports.caveats).
+            unpriced=unpriced if self.strict else None,
         )
         record = BudgetRecord(
             name=name,
@@ -175,6 +181,7 @@ class BudgetSession:
             peak_memory_split=stats.peak_memory_split,
             notes=tuple(stats.notes),
             uncounted_ops=stats.uncounted_ops,
+            allowed_uncounted=allowed,
             torch=torch_version(),
             shared_params=tuple(tuple(group) for group in stats.shared_params),
             unused_params=tuple(stats.unused_params),

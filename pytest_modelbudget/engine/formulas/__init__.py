@@ -8,6 +8,6 @@ imported below so that its ``register_cost`` calls run.
 # its entries where they price more (the fused attention kernels' softmax and dropout).
 from . import matmul  # noqa: F401, I001 - registers
 from . import attention, detection, elementwise, experts, movement, quantized, recurrent, spectral  # noqa: F401 - they register
-from .table import COSTS, FREE_OPS, Cost, cost_of, has_formula
+from .table import COSTS, FREE_OPS, Cost, cost_of, has_formula, register_formula
 
-__all__ = ["COSTS", "FREE_OPS", "Cost", "cost_of", "has_formula"]
+__all__ = ["COSTS", "FREE_OPS", "Cost", "cost_of", "has_formula", "register_formula"]

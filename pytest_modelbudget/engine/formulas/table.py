@@ -68,6 +68,39 @@ def register_cost(*targets: str) -> Callable[[Formula], Formula]:
     return register
 
 
+def register_formula(*ops: str) -> Callable[[Callable[[tuple, dict, Any], tuple[int, int]]], Any]:
+    """Price a team's own op, as ``torch.utils.flop_counter.register_flop_formula`` does for
+    FlopCounterMode: ``@register_formula("teamlib::fused_act")`` on a function of the op's
+    ``(args, kwargs, out)`` returning one call's ``(macs, flops)``. The op may be registered with
+    PyTorch before or after; a formula replaces any the op had."""
+
+    for op in ops:
+        if not isinstance(op, str) or not op.replace(".", "::").partition("::")[2]:
+            raise ValueError(f"register_formula: {op!r}; expected an op's qualified name such as 'teamlib::fused_act'")
+
+    def register(formula: Callable[[tuple, dict, Any], tuple[int, int]]) -> Any:
+        for op in ops:
+            qualified = op if "::" in op else op.replace(".", "::", 1)
+
+            def priced(args: tuple, kwargs: dict, out: Any, _formula: Any = formula, _op: str = qualified) -> Cost:
+                result = _formula(args, kwargs, out)
+                if (
+                    not isinstance(result, tuple)
+                    or len(result) != 2
+                    or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in result)
+                ):
+                    raise ValueError(
+                        f"the formula registered for {_op} returned {result!r}; expected (macs, flops), two whole "
+                        "numbers of 0 or more"
+                    )
+                return Cost(*result)
+
+            register_cost(qualified)(priced)
+        return formula
+
+    return register
+
+
 def register_free(*targets: str) -> None:
     FREE_OPS.update(packet for packet in map(_packet, targets) if packet is not None)
     _PRICERS.clear()
