@@ -18,7 +18,7 @@ from .factories import FactoryError, load_callable
 from .figures import ROOFLINE_TIME
 from .gate.render import DEFAULT_TREE, TREE_COLUMNS
 from .gpus import GPUS
-from .options import ACCUMULATION_STEPS, AUTOCAST, BATCH, CONTEXT, MODE, OUTPUTS, SET_TO_NONE, STEP, resolve
+from .options import ACCUMULATION_STEPS, AUTOCAST, BATCH, CONTEXT, EXECUTION, MODE, OUTPUTS, SET_TO_NONE, STEP, resolve
 
 
 def _shape(text: str) -> list[int]:
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "factory",
-        help='import path of a callable returning an nn.Module, "package.module:function", or a model spec: '
+        help='import path of a callable returning an nn.Module, "package.module:function", a .pt2 file '
+        "(torch.export.save), or a model spec: "
         "torchvision:NAME, timm:NAME, hf:PATH_OR_TYPE (random weights on the meta device, default inputs)",
     )
     parser.add_argument(
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step", choices=STEP.choices, help=STEP.help)
     parser.add_argument("--accumulation-steps", type=int, help=ACCUMULATION_STEPS.help)
     parser.add_argument("--set-to-none", choices=("true", "false"), help=SET_TO_NONE.help)
+    parser.add_argument("--execution", choices=EXECUTION.choices, help=EXECUTION.help)
     parser.add_argument("--autocast", choices=AUTOCAST.choices, help="run the step under torch.autocast to this dtype")
     parser.add_argument(
         "--gpu",
@@ -276,6 +278,7 @@ def _measure(args: argparse.Namespace) -> Any:
         "set_to_none": None if args.set_to_none is None else args.set_to_none == "true",
         "context": args.context,
         "batch": args.batch,
+        "execution": args.execution,
     }
     optimizer = None
     if args.optimizer:
@@ -302,6 +305,7 @@ def _measure(args: argparse.Namespace) -> Any:
         step=chosen["step"],
         accumulation_steps=chosen["accumulation_steps"],
         set_to_none=chosen["set_to_none"],
+        execution=chosen["execution"],
         context=chosen["context"],
         batch=chosen["batch"],
     )

@@ -12,6 +12,11 @@ from typing import Any
 MODEL_SPEC_PREFIXES = ("torchvision:", "timm:", "hf:")
 
 
+def is_exported_path(text: str) -> bool:
+    """A program saved by ``torch.export.save``: measured as its graph, with its example inputs."""
+    return text.endswith(".pt2")
+
+
 def is_model_spec(text: str) -> bool:
     return text.startswith(MODEL_SPEC_PREFIXES) and len(text) > text.index(":") + 1
 

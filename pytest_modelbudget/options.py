@@ -18,6 +18,7 @@ ModeName = Literal["inference", "training", "prefill", "decode"]
 OutputsName = Literal["kept", "released"]
 AutocastName = Literal["float16", "bfloat16"]
 StepName = Literal["first", "steady"]
+ExecutionName = Literal["auto", "fake", "real"]
 
 #: Where an option can be written, first wins.
 LEVELS = ("argument", "marker", "entry", "settings")
@@ -80,6 +81,14 @@ CONTEXT = Option("context", LEVELS[:3], help="prefill and decode: the tokens eac
 BATCH = Option("batch", LEVELS[:3], help="prefill and decode: the sequences served together (default 1)")
 GPU = Option("gpu", LEVELS, help="the GPU of roofline_time: a built-in name or one of [settings.gpus]")
 PARALLEL = Option("parallel", LEVELS[:3], help="one rank of a sharded step: {strategy, world_size, ...}")
+EXECUTION = Option(
+    "execution",
+    LEVELS,
+    "auto",
+    get_args(ExecutionName),
+    "auto: fake tensors, a real CPU run where the model needs values; fake: never a real run (fails instead); "
+    "real: straight to a real CPU run (data-dependent models, which would pay a fake attempt first)",
+)
 
 OPTIONS: dict[str, Option] = {
     option.name: option
@@ -95,6 +104,7 @@ OPTIONS: dict[str, Option] = {
         BATCH,
         AUTOCAST,
         DEVICE,
+        EXECUTION,
     )
 }
 #: Options the ``budget`` marker takes besides its limits.

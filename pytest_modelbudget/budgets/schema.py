@@ -20,11 +20,11 @@ from pydantic import (
     model_validator,
 )
 
-from ..factories import is_model_spec
+from ..factories import is_exported_path, is_model_spec
 from ..figures import FIGURES, LAYER_FIGURES, PEAK_MEMORY
 from ..gpus import DTYPES as GPU_DTYPES
 from ..gpus import GPUS, Gpu
-from ..options import OPTIONS, AutocastName, ModeName, OutputsName, StepName
+from ..options import OPTIONS, AutocastName, ExecutionName, ModeName, OutputsName, StepName
 from ..quantities import Kind, QuantityError, parse_bandwidth, parse_percent, parse_quantity
 
 
@@ -168,6 +168,7 @@ class Entry(_Strict):
     accumulation_steps: int | None = Field(default=None, ge=1)
     #: Training with an optimizer: zero_grad frees the gradients (default) or zeroes them.
     set_to_none: bool | None = None
+    execution: ExecutionName | None = None
     #: Prefill and decode: the tokens each sequence holds, and the sequences (default 1).
     context: int | None = Field(default=None, ge=1)
     batch: int | None = Field(default=None, ge=1)
@@ -218,11 +219,11 @@ class Entry(_Strict):
     def _import_path(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or re.fullmatch(r"[\w.]+:[\w.]+", value):
             return value
-        if info.field_name == "factory" and is_model_spec(value):
+        if info.field_name == "factory" and (is_model_spec(value) or is_exported_path(value)):
             return value
         expected = '"package.module:function"'
         if info.field_name == "factory":
-            expected += ' or a model spec "torchvision:NAME", "timm:NAME", "hf:PATH_OR_TYPE"'
+            expected += ' or a model spec "torchvision:NAME", "timm:NAME", "hf:PATH_OR_TYPE", or a .pt2 file'
         raise ValueError(f"expected an import path {expected}, found {value!r}")
 
 
@@ -294,6 +295,7 @@ class Settings(_Strict):
     #: Whose peak memory budgets hold: "cuda" (default: measured where available, else estimated)
     #: or "cpu".
     device: Device | None = None
+    execution: ExecutionName | None = None
     #: How sizes are shown in failures and reports: "si" (KB, MB: the default) or "binary" (KiB,
     #: MiB). Limits are read as written either way ("46MiB" and "48MB" both mean what they say).
     units: Literal["si", "binary"] = "si"

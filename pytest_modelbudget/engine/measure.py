@@ -27,7 +27,7 @@ from torch.nn.parameter import is_lazy
 
 from ..errors import MeasureError
 from ..gpus import GPUS, Gpu
-from ..options import AUTOCAST, MODE, OUTPUTS, STEP
+from ..options import AUTOCAST, EXECUTION, MODE, OUTPUTS, STEP
 from ..stats import ModelStats
 from .assembly import assemble_stats
 from .inputs import call_arguments, size_tables_unknown
@@ -57,8 +57,29 @@ COMPILED = (
 AUTOCAST_DTYPES = tuple(getattr(torch, name) for name in AUTOCAST.choices)
 
 
+class _RealAsked(Exception):
+    """``execution="real"``: the fake attempt skipped, as if it had failed."""
+
+
+def _exported(program: Any, inputs: Any, input_size: Any, forward_kwargs: Any) -> tuple[torch.nn.Module, Any, Any]:
+    """An ExportedProgram as a module to measure: its graph unflattened into the module tree it
+    was exported from (per-module figures as the eager model's), its example inputs the default."""
+    try:
+        module = torch.export.unflatten(program)
+    except Exception as exc:
+        raise MeasureError(
+            f"this ExportedProgram cannot be unflattened into its modules ({type(exc).__name__}: {first_line(exc)}): "
+            "measure program.module() instead (figures for the whole graph, not per module)"
+        ) from None
+    if inputs is None and input_size is None and program.example_inputs is not None:
+        args, keywords = program.example_inputs
+        inputs = tuple(args)
+        forward_kwargs = {**keywords, **(forward_kwargs or {})} or None
+    return module, inputs, forward_kwargs
+
+
 def measure(
-    model: torch.nn.Module,
+    model: torch.nn.Module | torch.export.ExportedProgram,
     inputs: Any = None,
     *,
     input_size: Any = None,
@@ -78,9 +99,12 @@ def measure(
     set_to_none: bool = True,
     context: int | None = None,
     batch: int | None = None,
+    execution: str = "auto",
 ) -> ModelStats:
     """Measure one ``forward`` call of ``model`` (and, with ``mode="training"``, its backward and
-    optimizer step) without changing the model.
+    optimizer step) without changing the model. ``model`` may be a ``torch.export`` program: its
+    graph is measured, unflattened into the modules it was exported from, its example inputs the
+    default.
 
     ``inputs`` is a tensor, a tuple of positional arguments, a dict of keyword arguments or any
     other value (a list of images included) as the one argument; ``forward_kwargs`` adds keyword
@@ -97,6 +121,12 @@ def measure(
     ``torch.autocast`` to that dtype. In training, ``outputs="kept"`` (default) holds the
     forward's outputs through backward, as a loop writing ``logits, loss = model(x, y)`` does;
     ``"released"`` keeps only the loss, as ``model(x, y)[1].backward()`` does.
+
+    ``execution="auto"`` runs the step on fake tensors and, where the model needs values they do
+    not have (data-dependent control flow), runs it for real on the CPU instead; ``"fake"`` never
+    runs it for real (a model that needs values is an error); ``"real"`` goes straight to the real
+    run, for a data-dependent model whose fake attempt only costs time. ``stats.execution`` says
+    which ran.
 
     ``parallel`` (a :class:`Parallel` or a dict such as ``{"strategy": "fsdp", "world_size":
     8}``) estimates ``peak_memory`` for one rank of a sharded step: FSDP2 shards a fake copy of
@@ -125,6 +155,12 @@ def measure(
     inputs (for a decode step its cache included).
     """
     __tracebackhide__ = True  # in a pytest failure, the test's call and our message: not our frames
+    exported_notes: list[str] = []
+    if isinstance(model, torch.export.ExportedProgram):
+        model, inputs, forward_kwargs = _exported(model, inputs, input_size, forward_kwargs)
+        exported_notes.append(
+            "an ExportedProgram: its graph, unflattened into the modules it was exported from (torch.export.unflatten)"
+        )
     if not isinstance(model, torch.nn.Module):
         raise MeasureError(
             f"measure() takes a torch.nn.Module, found {type(model).__module__}.{type(model).__qualname__}"
@@ -135,6 +171,8 @@ def measure(
         raise MeasureError(f"dtype must be a torch.dtype such as torch.float16, found {dtype!r}")
     if outputs not in OUTPUTS.choices:
         raise MeasureError(f"outputs must be one of {', '.join(map(repr, OUTPUTS.choices))}, found {outputs!r}")
+    if execution not in EXECUTION.choices:
+        raise MeasureError(f"execution must be one of {', '.join(map(repr, EXECUTION.choices))}, found {execution!r}")
     if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
         raise MeasureError(
             f"accumulation_steps must be a whole number of micro-steps, 1 or more, found {accumulation_steps!r}"
@@ -166,6 +204,7 @@ def measure(
     named_gpu = _gpu(gpu)
     compiled = is_compiled(model)
     model, notes = unwrap(model)
+    notes = [*exported_notes, *notes]
     lazy = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if is_lazy(tensor)]
     if lazy:
         raise MeasureError(
@@ -190,7 +229,15 @@ def measure(
     run.serving = serving
 
     name = type(model).__name__
+    asked = execution
+    if asked == "real" and tensors.on_meta:
+        raise MeasureError(
+            f"execution='real' runs {name} for real, and its weights are on the meta device (no values): build it on "
+            "the CPU, or let it run on fake tensors (execution='auto')"
+        )
     try:
+        if asked == "real":
+            raise _RealAsked()
         with _quiet_fake_tensor_logs():
             watched = _run_shapes_only(run, tensors)
         execution = "fake"
@@ -198,6 +245,13 @@ def measure(
         raise
     except Exception as fake_error:
         cause = fake_error.error if isinstance(fake_error, ForwardError) else fake_error
+        if asked == "fake":
+            raise MeasureError(
+                f"{name}.forward raised {type(cause).__name__} on fake tensors (shapes, no values): "
+                f"{first_line(cause)}{_at(cause)}; execution='fake' never falls back to a real run (execution='auto' "
+                "does, execution='real' goes straight to it)",
+                cause,
+            ) from None
         if tensors.on_meta:
             raise MeasureError(
                 f"{name}.forward raised {type(cause).__name__} on meta tensors (shapes, no values): "
@@ -221,7 +275,9 @@ def measure(
             ) from real_error
         execution = "real"
         notes.append(
-            f"fake execution failed ({type(cause).__name__}: {first_line(cause)}); "
+            "execution='real': measured with a real run that never writes the model's own tensors"
+            if isinstance(fake_error, _RealAsked)
+            else f"fake execution failed ({type(cause).__name__}: {first_line(cause)}); "
             "measured with a real run that never writes the model's own tensors"
         )
     if sharding is not None:

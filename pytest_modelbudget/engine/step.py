@@ -413,7 +413,10 @@ class Step:
 def _train_flags(model: torch.nn.Module, training: bool) -> Iterator[None]:
     saved = [(module, module.training) for module in model.modules()]
     try:
-        model.train(training)
+        # torch.export's GraphModules refuse train()/eval(): their graph fixed the behaviour
+        # (dropout, batch norm) when it was exported, so there is nothing to switch.
+        with contextlib.suppress(NotImplementedError):
+            model.train(training)
         yield
     finally:
         for module, flag in saved:

@@ -74,7 +74,7 @@ class DeclaredModel(pytest.Item):
                 return optimizer_class(params, **optimizer_kwargs)
 
         try:
-            built = build(entry.factory or "", entry.factory_kwargs, meta=entry.meta)
+            built = build(entry.factory or "", entry.factory_kwargs, meta=entry.meta, base=session.path.parent)
         except FactoryError as exc:
             raise DeclaredModelError(f"{where('factory')}: budgets.{self.name}.factory: {exc}") from None
         except Exception as exc:
@@ -104,6 +104,7 @@ class DeclaredModel(pytest.Item):
                 step=chosen["step"],
                 accumulation_steps=chosen["accumulation_steps"],
                 set_to_none=chosen["set_to_none"],
+                execution=chosen["execution"],
                 context=chosen["context"],
                 batch=chosen["batch"],
             )

@@ -56,6 +56,7 @@ class ModelBudget:
         set_to_none: bool | None = None,
         context: int | None = None,
         batch: int | None = None,
+        execution: str | None = None,
     ) -> ModelStats:
         """:func:`pytest_modelbudget.measure`; the options not given (``mode``, ``outputs``,
         ``parallel``, ``gpu``, ``device``) come from the marker, then ``[settings]``."""
@@ -72,6 +73,7 @@ class ModelBudget:
             "set_to_none": set_to_none,
             "context": context,
             "batch": batch,
+            "execution": execution,
         }
         return self._measure(
             model,
@@ -137,6 +139,7 @@ class ModelBudget:
             set_to_none=chosen["set_to_none"],
             context=chosen["context"],
             batch=chosen["batch"],
+            execution=chosen["execution"],
             **rest,
         )
 

@@ -32,6 +32,8 @@ class BudgetMarker:
     #: Prefill and decode: the tokens each sequence holds, and the sequences.
     context: int | None = None
     batch: int | None = None
+    #: auto, fake or real (``measure(execution=...)``).
+    execution: str | None = None
     #: Ops that may do arithmetic no formula prices without failing a strict run.
     allow_uncounted: tuple[str, ...] = ()
 
@@ -109,6 +111,7 @@ class BudgetMarker:
             step=kwargs.get("step"),
             accumulation_steps=steps,
             set_to_none=set_to_none,
+            execution=kwargs.get("execution"),
             context=kwargs.get("context"),
             batch=kwargs.get("batch"),
         )
