@@ -75,11 +75,16 @@ def test_a_pt2_file_through_the_cli_and_the_budget_file(tmp_path, capsys, pytest
     # In budgets.toml, relative to the file.
     (pytester.path / "models").mkdir()
     torch.export.save(torch.export.export(net, (x,)), pytester.path / "models" / "convnet.pt2")
-    pytester.makefile(".toml", budgets=f'[budgets.deployed]\nfactory = "models/convnet.pt2"\nlimits = {{ macs = {eager.macs} }}\n')
+    pytester.makefile(
+        ".toml", budgets=f'[budgets.deployed]\nfactory = "models/convnet.pt2"\nlimits = {{ macs = {eager.macs} }}\n'
+    )
     pytester.runpytest("-p", "no:cacheprovider", "--budget-json", "r.json").assert_outcomes(passed=1)
     assert json.loads((pytester.path / "r.json").read_text())["budgets"]["deployed"]["figures"]["macs"] == eager.macs
 
 
 def test_a_missing_pt2_file_is_named(tmp_path, capsys):
     assert main([str(tmp_path / "gone.pt2")]) == 2
-    assert f"{tmp_path / 'gone.pt2'}: no such file; expected a program saved by torch.export.save" in capsys.readouterr().err
+    assert (
+        f"{tmp_path / 'gone.pt2'}: no such file; expected a program saved by torch.export.save"
+        in capsys.readouterr().err
+    )
