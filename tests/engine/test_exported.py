@@ -88,3 +88,24 @@ def test_a_missing_pt2_file_is_named(tmp_path, capsys):
         f"{tmp_path / 'gone.pt2'}: no such file; expected a program saved by torch.export.save"
         in capsys.readouterr().err
     )
+
+
+def test_a_program_exported_with_a_dynamic_batch_is_measured_at_the_inputs_given():
+    torch.manual_seed(0)
+    net = ConvNet().eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(net, (torch.randn(2, 3, 32, 32),), dynamic_shapes={"x": {0: batch}})
+    x = torch.randn(8, 3, 32, 32)
+    assert _figures(measure(program, x)) == _figures(measure_checked(net, x))
+    assert measure(program.module(), x).macs == measure_checked(net, x).macs
+
+
+def test_a_torchvision_detector_does_not_export_so_it_is_measured_eager():
+    # Faster R-CNN's NMS branches on how many boxes survive: torch.export (2.14) stops there
+    # (GuardOnDataDependentSymNode); the eager model is what a budget measures, with a real run.
+    detection = pytest.importorskip("torchvision.models.detection")
+    model = detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None).eval()
+    images = [torch.rand(3, 320, 320)]
+    with pytest.raises(Exception, match="data-dependent"):
+        torch.export.export(model, (images,), strict=False)
+    assert measure_checked(model, (images,)).execution == "real"
