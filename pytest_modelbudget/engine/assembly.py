@@ -14,6 +14,10 @@ from .inventory import SUB_BYTE_BITS, TensorInventory, tensor_bytes
 from .memory import StepMemory, storage_key
 from .tracking import OpCounter
 
+#: Where an exported program's unflattened module keeps the type each of its modules had when it
+#: was exported (its own modules are all InterpreterModules).
+EXPORTED_TYPES = "_modelbudget_exported_types"
+
 
 def assemble_stats(
     tensors: TensorInventory,
@@ -25,8 +29,9 @@ def assemble_stats(
     execution: str,
     notes: list[str],
 ) -> ModelStats:
+    exported = model.__dict__.get(EXPORTED_TYPES, {})
     layers = {
-        name: LayerStats(type=type(module).__name__, calls=counter.calls.get(name, 0))
+        name: LayerStats(type=exported.get(name, type(module).__name__), calls=counter.calls.get(name, 0))
         for name, module in model.named_modules(remove_duplicate=True)
     }
     layers[""].calls = max(layers[""].calls, 1)
@@ -62,7 +67,7 @@ def assemble_stats(
         mode=mode,
         execution=execution,
         notes=notes,
-        model_type=type(model).__name__,
+        model_type=exported.get("", type(model).__name__),
     )
 
 

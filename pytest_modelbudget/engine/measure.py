@@ -29,7 +29,7 @@ from ..errors import MeasureError
 from ..gpus import GPUS, Gpu
 from ..options import AUTOCAST, EXECUTION, MODE, OUTPUTS, STEP
 from ..stats import ModelStats
-from .assembly import assemble_stats
+from .assembly import EXPORTED_TYPES, assemble_stats
 from .inputs import call_arguments, size_tables_unknown
 from .inventory import TensorInventory
 from .parallel import Parallel
@@ -71,6 +71,13 @@ def _exported(program: Any, inputs: Any, input_size: Any, forward_kwargs: Any) -
             f"this ExportedProgram cannot be unflattened into its modules ({type(exc).__name__}: {first_line(exc)}): "
             "measure program.module() instead (figures for the whole graph, not per module)"
         ) from None
+    # The unflattened modules are InterpreterModules: each layer's type is the one it was exported
+    # from, as the graph's nn_module_stack records it ("torch.nn.modules.conv.Conv2d").
+    types: dict[str, str] = {}
+    for node in program.graph.nodes:
+        for path, kind in (node.meta.get("nn_module_stack") or {}).values():
+            types.setdefault(path, kind.__name__ if isinstance(kind, type) else str(kind).rsplit(".", 1)[-1])
+    module.__dict__[EXPORTED_TYPES] = types
     if inputs is None and input_size is None and program.example_inputs is not None:
         args, keywords = program.example_inputs
         inputs = tuple(args)

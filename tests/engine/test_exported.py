@@ -46,6 +46,12 @@ def test_an_exported_conv_net_and_its_module_give_the_eager_figures():
         name: layer.macs for name, layer in eager.layers.items()
     }
     assert exported.notes[0].startswith("an ExportedProgram: its graph, unflattened")
+    # Each layer's type is the one it was exported from (the unflattened modules are all
+    # InterpreterModules): a per-layer diff of a deployed model reads as the eager one's.
+    assert {name: layer.type for name, layer in exported.layers.items()} == {
+        name: layer.type for name, layer in eager.layers.items()
+    }
+    assert exported.model_type == "ConvNet"
     # .module() refuses train()/eval(): measured as it is, one graph.
     flat = measure(program.module(), x)
     assert (flat.params, flat.macs, flat.flops) == (eager.params, eager.macs, eager.flops)
