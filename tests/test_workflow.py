@@ -82,3 +82,22 @@ def test_the_workflow_is_valid_against_githubs_schema(tmp_path):
     broken.write_text(WORKFLOW.read_text().replace("actions: read", "actions: maybe"))
     result = _validate(broken)
     assert result.returncode != 0 and "actions" in result.stdout + result.stderr
+
+
+MATRIX = WORKFLOW.with_name("github-workflow-matrix.yml")
+
+
+def test_the_matrix_workflow_is_valid_and_merges_every_part_before_it_comments():
+    result = _validate(MATRIX)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = yaml.safe_load(MATRIX.read_text())["jobs"]
+    parts = jobs["budgets"]["strategy"]["matrix"]["part"]
+    assert len(parts) >= 2
+    runs = [step["run"] for step in jobs["budgets"]["steps"] if "run" in step]
+    assert any("--budget-json budget-report-${{ matrix.part }}.json" in run for run in runs)
+    report = jobs["report"]
+    assert report["needs"] == "budgets" and report["if"] == "always()"
+    merge = next(step["run"] for step in report["steps"] if step.get("name") == "merge")
+    assert "python -m pytest_modelbudget merge-reports budget-report-*.json -o budget-report.json" in merge
+    uploads = [step for step in report["steps"] if step.get("uses", "").startswith("actions/upload-artifact")]
+    assert uploads and uploads[0]["with"]["name"] == "budget-report"  # the name the base step downloads
