@@ -152,14 +152,11 @@ _NO_AUTOCAST = torch._C.DispatchKeySet(torch._C.DispatchKey.AutocastCPU)
 def _kernel(op: Any, policy: str, casts: _Casts) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         with torch._C._ExcludeDispatchKeyGuard(_NO_AUTOCAST):
-            if policy == LOWER:
-                args, kwargs = casts.cast(casts.lower, args), {k: casts.cast(casts.lower, v) for k, v in kwargs.items()}
-            elif policy == FP32:
-                args = casts.cast(torch.float32, args)
-                kwargs = {k: casts.cast(torch.float32, v) for k, v in kwargs.items()}
-            elif policy == PROMOTE:
-                dtype = casts.widest([*args, *kwargs.values()])
-                args, kwargs = casts.cast(dtype, args), {k: casts.cast(dtype, v) for k, v in kwargs.items()}
+            cast_to = {LOWER: casts.lower, FP32: torch.float32}.get(policy)
+            if policy == PROMOTE:
+                cast_to = casts.widest([*args, *kwargs.values()])
+            if cast_to is not None:
+                args, kwargs = casts.cast(cast_to, args), {k: casts.cast(cast_to, v) for k, v in kwargs.items()}
             elif policy == FP32_SET_OPT_DTYPE:
                 if args and casts.eligible(args[0]) and kwargs.get("dtype") is None:
                     kwargs = {**kwargs, "dtype": torch.float32}

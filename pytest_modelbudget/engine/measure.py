@@ -57,10 +57,6 @@ COMPILED = (
 AUTOCAST_DTYPES = tuple(getattr(torch, name) for name in AUTOCAST.choices)
 
 
-class _RealAsked(Exception):
-    """``execution="real"``: the fake attempt skipped, as if it had failed."""
-
-
 def _exported(program: Any, inputs: Any, input_size: Any, forward_kwargs: Any) -> tuple[torch.nn.Module, Any, Any]:
     """An ExportedProgram as a module to measure: its graph unflattened into the module tree it
     was exported from (per-module figures as the eager model's), its example inputs the default."""
@@ -242,30 +238,31 @@ def measure(
             f"execution='real' runs {name} for real, and its weights are on the meta device (no values): build it on "
             "the CPU, or let it run on fake tensors (execution='auto')"
         )
-    try:
-        if asked == "real":
-            raise _RealAsked()
-        with _quiet_fake_tensor_logs():
-            watched = _run_shapes_only(run, tensors)
-        execution = "fake"
-    except MeasureError:
-        raise
-    except Exception as fake_error:
-        cause = fake_error.error if isinstance(fake_error, ForwardError) else fake_error
-        if asked == "fake":
+    cause: BaseException | None = None  # why the fake run could not measure it
+    if asked != "real":
+        try:
+            with _quiet_fake_tensor_logs():
+                watched = _run_shapes_only(run, tensors)
+            execution = "fake"
+        except MeasureError:
+            raise
+        except Exception as fake_error:
+            cause = fake_error.error if isinstance(fake_error, ForwardError) else fake_error
+        if cause is not None and asked == "fake":
             raise MeasureError(
                 f"{name}.forward raised {type(cause).__name__} on fake tensors (shapes, no values): "
                 f"{first_line(cause)}{_at(cause)}; execution='fake' never falls back to a real run (execution='auto' "
                 "does, execution='real' goes straight to it)",
                 cause,
             ) from None
-        if tensors.on_meta:
+        if cause is not None and tensors.on_meta:
             raise MeasureError(
                 f"{name}.forward raised {type(cause).__name__} on meta tensors (shapes, no values): "
                 f"{first_line(cause)}{_at(cause)} (its weights are on the meta device, so it cannot be run for real "
                 "instead; build it on the CPU to measure it with a real run)",
                 cause,
             ) from None
+    if asked == "real" or cause is not None:
         try:
             watched = run_real(run, tensors)
         except MeasureError:
@@ -282,10 +279,10 @@ def measure(
             ) from real_error
         execution = "real"
         notes.append(
-            "execution='real': measured with a real run that never writes the model's own tensors"
-            if isinstance(fake_error, _RealAsked)
-            else f"fake execution failed ({type(cause).__name__}: {first_line(cause)}); "
+            f"fake execution failed ({type(cause).__name__}: {first_line(cause)}); "
             "measured with a real run that never writes the model's own tensors"
+            if cause is not None
+            else "execution='real': measured with a real run that never writes the model's own tensors"
         )
     if sharding is not None:
         if execution != "fake":

@@ -28,6 +28,8 @@ class BaseReport:
     #: "main (abc1234)" where the report says which branch and commit it was made on, else the
     #: file's name.
     label: str
+    #: What the report says beside its budgets (torch, budgets_file, stale, git), as written.
+    header: dict[str, Any] = field(default_factory=dict)
 
 
 def load_base(path: Path, source: str) -> BaseReport:
@@ -69,7 +71,8 @@ def load_base(path: Path, source: str) -> BaseReport:
             raise BudgetUsageError(
                 f"{source}: {path}: budget {name!r} is not a --budget-json record ({type(exc).__name__}: {exc})"
             ) from None
-    return BaseReport(path, records, _label(path, data.get("git")))
+    header = {key: value for key, value in data.items() if key != "budgets"}
+    return BaseReport(path, records, _label(path, data.get("git")), header)
 
 
 def _label(path: Path, git: Any) -> str:

@@ -12,7 +12,6 @@ collect a test sees its entry as one no test stands for.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,6 @@ class Merged:
     extra: dict[str, Any]
 
 
-def _header(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {key: data.get(key) for key in ("torch", "budgets_file", "stale", "git")}
-
-
 def merge_reports(paths: Sequence[Path]) -> Merged:
     if not paths:
         raise BudgetUsageError(f"{SOURCE}: no report given; expected the --budget-json reports of the jobs to merge")
@@ -45,7 +39,7 @@ def merge_reports(paths: Sequence[Path]) -> Merged:
     headers = []
     for path in paths:
         report = load_base(path, SOURCE)  # every report is checked as --budget-compare checks one
-        headers.append(_header(path))
+        headers.append({key: report.header.get(key) for key in ("torch", "budgets_file", "stale", "git")})
         for name, record in report.budgets.items():
             if name in budgets and budgets[name].figures != record.figures:
                 raise BudgetUsageError(

@@ -12,24 +12,22 @@ from pytest_modelbudget import MeasureError, register_formula
 from ..helpers import measure_checked
 
 
-@torch.library.custom_op("mbtest::fused_act", mutates_args=())
-def fused_act(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(x)
+def _kernel(name: str, body):
+    """A team's own op ``mbtest::NAME`` with a fake kernel (its output's shape), as teams write them."""
+
+    @torch.library.custom_op(f"mbtest::{name}", mutates_args=())
+    def op(x: torch.Tensor) -> torch.Tensor:
+        return body(x)
+
+    @op.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    return op
 
 
-@fused_act.register_fake
-def _(x):
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("mbtest::priced_act", mutates_args=())
-def priced_act(x: torch.Tensor) -> torch.Tensor:
-    return x * torch.sigmoid(x)
-
-
-@priced_act.register_fake
-def _(x):
-    return torch.empty_like(x)
+fused_act = _kernel("fused_act", lambda x: x * torch.sigmoid(x))
+priced_act = _kernel("priced_act", lambda x: x * torch.sigmoid(x))
 
 
 class Net(nn.Module):
@@ -64,13 +62,7 @@ def test_a_formula_must_return_macs_and_flops():
     def cost(args, kwargs, out):
         return out.numel()
 
-    @torch.library.custom_op("mbtest::badly_priced", mutates_args=())
-    def badly_priced(x: torch.Tensor) -> torch.Tensor:
-        return x.clone()
-
-    @badly_priced.register_fake
-    def _(x):
-        return torch.empty_like(x)
+    badly_priced = _kernel("badly_priced", lambda x: x.clone())
 
     with pytest.raises(MeasureError, match=r"mbtest::badly_priced returned 128; expected \(macs, flops\)"):
         measure_checked(Net(badly_priced), torch.randn(4, 16))
